@@ -1,0 +1,1 @@
+"""Prefect flows: thin tasks that wire sign_model/ and serving/ together."""

@@ -1,0 +1,90 @@
+"""Training flow: validate -> explore -> train -> evaluate -> export -> register -> promote.
+
+Tasks pass paths, run ids and small dicts (never arrays); only IO-bound steps retry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+
+from sign_model import pipeline
+from sign_model.config import Paths, default_paths
+from sign_model.registry import GatePolicy
+from sign_model.train import PRESETS, TrainConfig
+
+IO_RETRIES = {"retries": 2, "retry_delay_seconds": 5}
+
+
+@task(**IO_RETRIES)
+def resolve_data(train: str | None, test: str | None, home: str) -> pipeline.DataFiles:
+    return pipeline.resolve_data(Paths(Path(home)), Path(train) if train else None, Path(test) if test else None)
+
+
+@task(**IO_RETRIES)
+def start_run(files: pipeline.DataFiles, config: dict, experiment: str) -> str:
+    return pipeline.start_run(files, TrainConfig.from_dict(config), experiment)
+
+
+@task
+def validate_data(run_id: str, files: pipeline.DataFiles, report_path: str) -> dict:
+    return pipeline.validate_step(run_id, files, Path(report_path))
+
+
+@task
+def explore_data(run_id: str, files: pipeline.DataFiles, out_dir: str) -> list[str]:
+    return pipeline.explore_step(run_id, files, Path(out_dir))
+
+
+@task
+def train_model(run_id: str, files: pipeline.DataFiles, config: dict, out_dir: str) -> dict:
+    return pipeline.train_step(run_id, files, TrainConfig.from_dict(config), Path(out_dir))
+
+
+@task
+def evaluate_model(run_id: str, files: pipeline.DataFiles, trained: dict, out_dir: str) -> dict:
+    return pipeline.evaluate_step(run_id, files, trained["model_path"], trained["history_path"], Path(out_dir))
+
+
+@task
+def export_model(run_id: str, files: pipeline.DataFiles, trained: dict, out_dir: str, int8: bool) -> dict:
+    return pipeline.export_step(run_id, files, trained["model_path"], Path(out_dir), int8=int8)
+
+
+@task(**IO_RETRIES)
+def register_models(run_id: str, files: pipeline.DataFiles, trained: dict, evaluated: dict, exported: dict) -> dict:
+    return pipeline.register_step(run_id, files, trained, evaluated, exported)
+
+
+@task(**IO_RETRIES)
+def promote_challenger(accuracy_floor: float, tolerance: float) -> dict:
+    return pipeline.promote_step(GatePolicy(accuracy_floor, tolerance))
+
+
+@flow(name="sign-mnist-training", log_prints=True)
+def training_flow(train: str | None = None, test: str | None = None, preset: str = "default",
+                  overrides: dict | None = None, experiment: str = "sign-language-mnist",
+                  accuracy_floor: float = 0.90, tolerance: float = 0.002, int8: bool = True,
+                  home: str | None = None) -> dict:
+    """Validate, explore, train, evaluate, export, register and promote one model."""
+    logger = get_run_logger()
+    paths = default_paths() if home is None else Paths(Path(home))
+    config = TrainConfig.from_dict({**PRESETS[preset].to_dict(), **(overrides or {})}).to_dict()
+    files = resolve_data(train, test, str(paths.home))
+    if files.synthetic:
+        logger.warning("Training on SYNTHETIC data (%s); put the Kaggle files in %s for the real thing.",
+                       files.train, paths.data_dir)
+    run_id = start_run(files, config, experiment)
+    out = pipeline.run_dir(paths, run_id)
+    validate_data(run_id, files, str(out / "validation_report.json"))
+    explore_data(run_id, files, str(out / "figures"))
+    trained = train_model(run_id, files, config, str(out / "model"))
+    evaluated = evaluate_model(run_id, files, trained, str(out / "evaluation"))
+    exported = export_model(run_id, files, trained, str(out / "onnx"), int8)
+    registered = register_models(run_id, files, trained, evaluated, exported)
+    decision = promote_challenger(accuracy_floor, tolerance)
+    return {"run_id": run_id, "data": files.__dict__, "outputs": str(out), **evaluated,
+            "val_accuracy": trained["val_accuracy"], "train_seconds": trained["train_seconds"],
+            "parity": exported["parity"], "int8": exported.get("int8"), "registered": registered,
+            "promotion": decision}

@@ -1,0 +1,206 @@
+"""Export the inference model to ONNX (tf2onnx), prove parity with Keras, and build an INT8 variant.
+
+Route: `tf2onnx.convert.from_function` on a `tf.function` with an explicit input signature
+(`from_keras` fails on Keras 3 Sequential/Functional models with tf2onnx 1.17).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sign_model.labels import label_map_json
+from sign_model.model import INPUT_NAME
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+OUTPUT_NAME = "probabilities"
+PREPROCESSING = "float32 (N,28,28,1) raw pixels 0-255; Rescaling(1/255) is inside the model"
+PARITY_MAX_DELTA = 1e-4
+
+
+class ParityError(RuntimeError):
+    """Keras and ONNX disagree; the ONNX file must not be registered."""
+
+
+@dataclass
+class Parity:
+    rows: int
+    argmax_agreement: float
+    max_abs_delta: float
+    passed: bool
+
+    def metrics(self, prefix: str = "parity") -> dict[str, float]:
+        return {f"{prefix}_argmax_agreement": self.argmax_agreement, f"{prefix}_max_abs_delta": self.max_abs_delta,
+                f"{prefix}_passed": float(self.passed)}
+
+
+def model_metadata(run_id: str | None, data_digest: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """metadata_props every exported model carries."""
+    meta = {"label_map": label_map_json(), "preprocessing": PREPROCESSING, "input_name": INPUT_NAME,
+            "output_name": OUTPUT_NAME, "mlflow_run_id": run_id or "", "train_data_sha256": data_digest or ""}
+    meta.update(extra or {})
+    return meta
+
+
+def keras_to_onnx(model, path: Path, metadata: dict[str, str], opset: int = OPSET) -> Path:
+    """Convert a Keras inference model to a checked ONNX file with metadata."""
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    signature = (tf.TensorSpec((None, 28, 28, 1), tf.float32, name=INPUT_NAME),)
+
+    @tf.function(input_signature=signature)
+    def serve(pixels):
+        return {OUTPUT_NAME: model(pixels, training=False)}
+
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)
+    return save_onnx(proto, path, metadata)
+
+
+def save_onnx(proto, path: Path, metadata: dict[str, str]) -> Path:
+    """Set metadata_props, run the checker and write atomically."""
+    import onnx
+
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    onnx.checker.check_model(proto)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    onnx.save(proto, str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def onnx_session(path: Path, threads: int = 0):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_probabilities(path: Path, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Run an ONNX model over raw images (N, 28, 28) in batches."""
+    session = onnx_session(path)
+    name = session.get_inputs()[0].name
+    x = images.reshape(-1, 28, 28, 1).astype(np.float32)
+    return np.concatenate([session.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)])
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, min_agreement: float = 1.0,
+            max_delta: float = PARITY_MAX_DELTA) -> Parity:
+    agreement = float((reference.argmax(1) == candidate.argmax(1)).mean())
+    delta = float(np.abs(reference - candidate).max())
+    return Parity(len(reference), agreement, delta, agreement >= min_agreement and delta <= max_delta)
+
+
+def check_parity(keras_probs: np.ndarray, onnx_path: Path, images: np.ndarray) -> Parity:
+    """Keras vs onnxruntime on the same rows: 100 % argmax agreement and max |dp| <= 1e-4."""
+    return compare(keras_probs, onnx_probabilities(onnx_path, images))
+
+
+# ---------------------------------------------------------------- INT8
+
+
+@dataclass
+class Int8Report:
+    fp32_accuracy: float
+    int8_accuracy: float
+    accuracy_loss_points: float
+    argmax_agreement: float
+    fp32_images_per_s: float
+    int8_images_per_s: float
+    speedup: float
+    accepted: bool
+    reason: str
+
+    def metrics(self) -> dict[str, float]:
+        return {f"int8_{k}": float(v) for k, v in asdict(self).items() if k != "reason"}
+
+
+class _Calibration:
+    """onnxruntime CalibrationDataReader over raw training images."""
+
+    def __init__(self, images: np.ndarray, batch_size: int = 64) -> None:
+        x = images.reshape(-1, 28, 28, 1).astype(np.float32)
+        self._batches = iter([x[i : i + batch_size] for i in range(0, len(x), batch_size)])
+
+    def get_next(self):
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT_NAME: batch}
+
+    def rewind(self) -> None:  # pragma: no cover - not used by static quantization
+        pass
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path, calibration_images: np.ndarray, metadata: dict[str, str]) -> Path:
+    """Static QDQ INT8 quantization calibrated on training rows."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    reader = type("Reader", (_Calibration, CalibrationDataReader), {})(calibration_images)
+    tmp = int8_path.with_name(f".{int8_path.name}.raw")
+    quantize_static(str(fp32_path), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    proto = onnx.load(str(tmp))
+    tmp.unlink()
+    return save_onnx(proto, int8_path, {**metadata, "quantization": "int8 static QDQ per-channel"})
+
+
+def images_per_second(path: Path, images: np.ndarray, batch_size: int = 256, repeats: int = 2) -> float:
+    session = onnx_session(path)
+    x = images.reshape(-1, 28, 28, 1).astype(np.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for i in range(0, len(x), batch_size):
+            session.run(None, {INPUT_NAME: x[i : i + batch_size]})
+        best = min(best, time.perf_counter() - start)
+    return len(x) / best
+
+
+def judge_int8(fp32_path: Path, int8_path: Path, images: np.ndarray, true_index: np.ndarray,
+               max_loss_points: float = 0.3, min_agreement: float = 0.995) -> Int8Report:
+    """Accuracy, agreement and speed of INT8 next to fp32; accepted only within the bounds."""
+    fp32 = onnx_probabilities(fp32_path, images)
+    int8 = onnx_probabilities(int8_path, images)
+    fp32_acc = float((fp32.argmax(1) == true_index).mean())
+    int8_acc = float((int8.argmax(1) == true_index).mean())
+    loss = 100 * (fp32_acc - int8_acc)
+    agreement = float((fp32.argmax(1) == int8.argmax(1)).mean())
+    timing_rows = images[: min(len(images), 8192)]
+    fp32_speed = images_per_second(fp32_path, timing_rows)
+    int8_speed = images_per_second(int8_path, timing_rows)
+    problems = []
+    if loss > max_loss_points:
+        problems.append(f"accuracy loss {loss:.2f} points > {max_loss_points}")
+    if agreement < min_agreement:
+        problems.append(f"argmax agreement {agreement:.2%} < {min_agreement:.1%}")
+    reason = "; ".join(problems) or f"within bounds (loss {loss:.2f} points, agreement {agreement:.2%})"
+    return Int8Report(fp32_acc, int8_acc, loss, agreement, fp32_speed, int8_speed, int8_speed / fp32_speed,
+                      not problems, reason)
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """metadata_props of an ONNX file, without loading weights into a session."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def write_json(payload: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+    return path

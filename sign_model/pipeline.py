@@ -1,0 +1,259 @@
+"""The pipeline's steps as plain functions over paths and run ids (no Prefect here).
+
+`flows/training.py` wraps each in a thin Prefect task; tests and the CLI can call them
+directly. Every step re-opens the MLflow run by id and logs what it produced.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+
+from sign_model import tracking
+from sign_model.config import TEST_NAMES, TRAIN_NAMES, Paths, find_kaggle_file
+from sign_model.data import file_digest, load_dataset
+from sign_model.train import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+class ValidationFailed(RuntimeError):
+    """The data validation gate found errors; nothing was trained."""
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    train: str
+    test: str
+    synthetic: bool
+
+
+def resolve_data(paths: Paths, train: Path | None = None, test: Path | None = None,
+                 synthetic_rows: tuple[int, int] = (4800, 1200)) -> DataFiles:
+    """Given files win; else Kaggle files in data/; else synthetic Kaggle-format data (and say so)."""
+    train = train or find_kaggle_file(paths.data_dir, TRAIN_NAMES)
+    test = test or find_kaggle_file(paths.data_dir, TEST_NAMES)
+    if train and test:
+        return DataFiles(str(train), str(test), synthetic=False)
+    if train or test:
+        raise FileNotFoundError(
+            f"Found only one of the Kaggle files in {paths.data_dir} (train={train}, test={test}); "
+            f"put both sign_mnist_train.csv and sign_mnist_test.csv there, or pass --train and --test.")
+    from sign_model.synthetic import synthesize_split
+
+    existing = (paths.synthetic_dir / TRAIN_NAMES[0], paths.synthetic_dir / TEST_NAMES[0])
+    if not all(p.is_file() for p in existing):
+        log.warning("No Kaggle files in %s: generating synthetic Kaggle-format data in %s", paths.data_dir, paths.synthetic_dir)
+        existing = synthesize_split(paths.synthetic_dir, *synthetic_rows)
+    else:
+        log.warning("No Kaggle files in %s: using synthetic data in %s", paths.data_dir, paths.synthetic_dir)
+    return DataFiles(str(existing[0]), str(existing[1]), synthetic=True)
+
+
+def start_run(files: DataFiles, config: TrainConfig, experiment: str, run_name: str | None = None) -> str:
+    """Open the MLflow run for this pipeline: params, tags, data digests; returns its id."""
+    tracking.configure(experiment)
+    tags = {"train_sha256": file_digest(files.train), "test_sha256": file_digest(files.test),
+            "synthetic_data": str(files.synthetic).lower(), "python": platform.python_version()}
+    commit = tracking.git_commit()
+    if commit:
+        tags["git_commit"] = commit
+    with mlflow.start_run(run_name=run_name, tags=tags) as run:
+        mlflow.log_params(config.to_dict())
+        mlflow.log_params({"train_file": files.train, "test_file": files.test})
+        tracking.log_json(config.to_dict(), "config/train_config.json")
+        return run.info.run_id
+
+
+def validate_step(run_id: str, files: DataFiles, report_path: Path) -> dict:
+    """Validation gate; logs the report; raises ValidationFailed (run marked FAILED) on errors."""
+    from sign_model.validate import validate_files
+
+    report = validate_files(Path(files.train), Path(files.test))
+    report.write(report_path)
+    with tracking.resume_run(run_id):
+        mlflow.log_artifact(str(report_path), "validation")
+        mlflow.set_tag("validation_passed", str(report.passed).lower())
+        for key, value in report.stats.items():
+            mlflow.log_metric(f"data_{key}", value)
+    if not report.passed:
+        mlflow.MlflowClient().set_terminated(run_id, status="FAILED")
+        raise ValidationFailed(f"{report.summary()} (full report: {report_path})")
+    return {"passed": True, "report": str(report_path), "warnings": [w.message for w in report.warnings]}
+
+
+def explore_step(run_id: str, files: DataFiles, out_dir: Path) -> list[str]:
+    """Exploration pictures, saved and logged."""
+    from sign_model.explore import explore
+
+    paths = explore(load_dataset(files.train), load_dataset(files.test), out_dir)
+    with tracking.resume_run(run_id):
+        for path in paths:
+            mlflow.log_artifact(str(path), "figures")
+    return [str(p) for p in paths]
+
+
+def train_step(run_id: str, files: DataFiles, config: TrainConfig, out_dir: Path) -> dict:
+    """Train on the training file (grouped validation inside); log curves and the Keras model."""
+    from sign_model.train import save_training_outputs, train_model
+
+    train = load_dataset(files.train)
+    with tracking.resume_run(run_id):
+        tracking.log_dataset(train.images, train.labels, files.train, train.digest, "train", "training")
+        result = train_model(train, config, callbacks=[tracking.epoch_logger()])
+        saved = save_training_outputs(result, config, out_dir)
+        mlflow.log_metrics({"best_epoch": result.best_epoch, "best_val_accuracy": result.val_accuracy,
+                            "best_val_loss": result.val_loss, "train_seconds": result.train_seconds,
+                            "train_rows": result.train_rows, "val_rows": result.val_rows,
+                            "epochs_run": len(result.history["loss"]), "params_count": result.model.count_params()})
+        mlflow.log_artifact(str(saved["history"]), "training")
+        model_uri = _log_keras_model(result.model, train.images[:2])
+    return {"model_path": str(saved["model"]), "history_path": str(saved["history"]), "keras_model_uri": model_uri,
+            "val_accuracy": result.val_accuracy, "train_seconds": result.train_seconds}
+
+
+def _log_keras_model(model, example: np.ndarray) -> str:
+    import keras
+    import tensorflow as tf
+    from mlflow.models import infer_signature
+
+    x = example[..., None].astype(np.float32)
+    signature = infer_signature(x, np.asarray(model.predict(x, verbose=0)))
+    info = mlflow.keras.log_model(model, name="keras_model", signature=signature,
+                                  pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"])
+    return info.model_uri
+
+
+def evaluate_step(run_id: str, files: DataFiles, model_path: str, history_path: str, out_dir: Path) -> dict:
+    """Test-split metrics and the seed's analysis pictures, logged to the run."""
+    import keras
+
+    from sign_model.evaluate import evaluate_model, save_evaluation_outputs
+
+    test = load_dataset(files.test)
+    model = keras.models.load_model(model_path)
+    evaluation = evaluate_model(model, test)
+    history = json.loads(Path(history_path).read_text())["history"]
+    outputs = save_evaluation_outputs(evaluation, test, history, out_dir)
+    summary = {"overall": evaluation.overall, "per_class": evaluation.per_class}
+    with tracking.resume_run(run_id):
+        tracking.log_dataset(test.images, test.labels, files.test, test.digest, "test", "evaluation")
+        mlflow.log_metrics(evaluation.metrics())
+        for path in outputs.values():
+            mlflow.log_artifact(str(path), "evaluation")
+        tracking.log_json(summary, "evaluation/metrics.json")
+        mlflow.set_tag("test_accuracy", f"{evaluation.overall['accuracy']:.6f}")
+    return {"test_accuracy": evaluation.overall["accuracy"], "test_macro_f1": evaluation.overall["macro_f1"],
+            "test_errors": evaluation.overall["errors"], "test_rows": evaluation.overall["rows"]}
+
+
+def export_step(run_id: str, files: DataFiles, model_path: str, out_dir: Path, int8: bool = True) -> dict:
+    """ONNX export + parity proof on the full test split (+ INT8 variant); logs both models."""
+    import keras
+
+    from sign_model import export
+    from sign_model.drift import build_profile, profile_json
+    from sign_model.evaluate import predict_probabilities
+    from sign_model.train import to_indices
+
+    train, test = load_dataset(files.train), load_dataset(files.test)
+    model = keras.models.load_model(model_path)
+    metadata = export.model_metadata(run_id, train.digest, {"reference_profile": profile_json(build_profile(train.images, train.labels))})
+    fp32_path = export.keras_to_onnx(model, out_dir / "model.onnx", metadata)
+    parity = export.check_parity(predict_probabilities(model, test.images), fp32_path, test.images)
+    result = {"onnx_path": str(fp32_path), "parity": parity.__dict__, "onnx_sha256": file_digest(fp32_path),
+              "int8": None}
+    with tracking.resume_run(run_id):
+        mlflow.log_metrics(parity.metrics())
+        mlflow.set_tag("parity_passed", str(parity.passed).lower())
+        if not parity.passed:
+            log.error("ONNX parity failed: agreement %.4f, max |dp| %.2e", parity.argmax_agreement, parity.max_abs_delta)
+            return result
+        result["onnx_model_uri"] = _log_onnx_model(fp32_path, "onnx_model", test.images[:2])
+        if int8:
+            result["int8"] = _int8_variant(fp32_path, out_dir, train, test, metadata)
+    return result
+
+
+def _int8_variant(fp32_path: Path, out_dir: Path, train, test, metadata: dict[str, str]) -> dict:
+    from sign_model import export
+    from sign_model.train import to_indices
+
+    rng = np.random.default_rng(0)
+    calibration = train.images[rng.choice(len(train), size=min(len(train), 1024), replace=False)]
+    int8_path = export.quantize_int8(fp32_path, out_dir / "model.int8.onnx", calibration, metadata)
+    report = export.judge_int8(fp32_path, int8_path, test.images, to_indices(test.labels))
+    mlflow.log_metrics(report.metrics())
+    mlflow.set_tag("int8_decision", report.reason)
+    info = {"path": str(int8_path), "accepted": report.accepted, "reason": report.reason, **report.metrics()}
+    if report.accepted:
+        info["model_uri"] = _log_onnx_model(int8_path, "onnx_int8_model", test.images[:2])
+        info["sha256"] = file_digest(int8_path)
+    return info
+
+
+def _log_onnx_model(path: Path, name: str, example: np.ndarray) -> str:
+    import onnx
+    import onnxruntime
+    from mlflow.models import infer_signature
+
+    from sign_model.export import onnx_probabilities
+
+    x = example[..., None].astype(np.float32)
+    signature = infer_signature(x, onnx_probabilities(path, example))
+    info = mlflow.onnx.log_model(onnx.load(str(path)), name=name, signature=signature, save_as_external_data=False,
+                                 pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"])
+    return info.model_uri
+
+
+def register_step(run_id: str, files: DataFiles, train_out: dict, eval_out: dict, export_out: dict) -> dict:
+    """Register Keras + ONNX (+ INT8) versions as challengers, tagged and linked; parity gates it."""
+    from sign_model import registry
+    from sign_model.export import ParityError
+
+    if not export_out["parity"]["passed"]:
+        raise ParityError(f"ONNX parity failed for run {run_id} (argmax agreement "
+                          f"{export_out['parity']['argmax_agreement']:.4%}, max |dp| {export_out['parity']['max_abs_delta']:.2e}); "
+                          "nothing was registered. Inspect the export before retrying.")
+    tracking.configure(mlflow.get_experiment(mlflow.get_run(run_id).info.experiment_id).name)
+    common = {"run_id": run_id, "train_sha256": file_digest(files.train), "test_accuracy": f"{eval_out['test_accuracy']:.6f}",
+              "validation_passed": mlflow.get_run(run_id).data.tags.get("validation_passed", "unknown"),
+              "parity_passed": "true", "parity_argmax_agreement": export_out["parity"]["argmax_agreement"],
+              "parity_max_abs_delta": export_out["parity"]["max_abs_delta"]}
+    keras_v = registry.register(train_out["keras_model_uri"], registry.KERAS_MODEL, common)
+    onnx_tags = {**common, "keras_version": keras_v.version, "onnx_sha256": export_out["onnx_sha256"]}
+    int8 = export_out.get("int8") or {}
+    if int8.get("accepted"):
+        int8_v = registry.register(int8["model_uri"], registry.INT8_MODEL,
+                                   {**common, "keras_version": keras_v.version, "onnx_sha256": int8["sha256"],
+                                    "test_accuracy": f"{int8['int8_int8_accuracy']:.6f}"})
+        onnx_tags["int8_version"] = int8_v.version
+    onnx_v = registry.register(export_out["onnx_model_uri"], registry.ONNX_MODEL, onnx_tags)
+    registry.tag_version(registry.KERAS_MODEL, keras_v.version, {"onnx_version": onnx_v.version})
+    return {"keras_version": keras_v.version, "onnx_version": onnx_v.version, "int8_version": onnx_tags.get("int8_version")}
+
+
+def promote_step(policy=None, force: bool = False, why: str | None = None) -> dict:
+    """Run the promotion gate on the current ONNX challenger."""
+    from sign_model import registry
+
+    decision = registry.promote(policy or registry.GatePolicy(), force=force, why=why)
+    log.info(decision.summary())
+    return {"promoted": decision.promoted, "version": decision.challenger_version,
+            "champion_before": decision.champion_version, "reasons": decision.reasons,
+            "champion_uri": f"models:/{registry.ONNX_MODEL}@{registry.CHAMPION}"}
+
+
+def run_dir(paths: Paths, run_id: str) -> Path:
+    return paths.outputs_dir / "runs" / run_id
+
+
+def scratch_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="sign-mlops-"))

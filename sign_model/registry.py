@@ -1,0 +1,152 @@
+"""MLflow model registry (aliases, no stages) and the champion/challenger promotion gate.
+
+Three registered models with stable names: the Keras model, its ONNX export and, when it
+earns it, the INT8 ONNX variant. Every new version gets alias `challenger`; the gate moves
+`champion` on the ONNX model and on its linked Keras/INT8 versions together.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+log = logging.getLogger(__name__)
+
+KERAS_MODEL = "sign-mnist-keras"
+ONNX_MODEL = "sign-mnist-onnx"
+INT8_MODEL = "sign-mnist-onnx-int8"
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+
+
+def register(model_uri: str, name: str, tags: dict[str, str]) -> ModelVersion:
+    """Register a logged model as a new version, tag it and give it alias `challenger`."""
+    client = MlflowClient()
+    version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    log.info("registered %s version %s as %s", name, version.version, CHALLENGER)
+    return version
+
+
+def tag_version(name: str, version: str, tags: dict[str, str]) -> None:
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value))
+
+
+def version_by_alias(name: str, alias: str) -> ModelVersion | None:
+    """The version holding an alias, or None when the alias (or model) does not exist."""
+    try:
+        return MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    accuracy_floor: float = 0.90
+    tolerance: float = 0.002  # a challenger may be this much below the champion and still win
+
+
+@dataclass
+class Decision:
+    model: str
+    challenger_version: str
+    champion_version: str | None
+    promoted: bool
+    forced: bool
+    reasons: list[str] = field(default_factory=list)
+    decided_at: str = ""
+    decided_by: str = ""
+
+    def summary(self) -> str:
+        verdict = "PROMOTED to champion" if self.promoted else "NOT promoted"
+        head = f"{self.model} v{self.challenger_version}: {verdict}"
+        return head + "".join(f"\n  - {r}" for r in self.reasons)
+
+
+def _float_tag(version: ModelVersion, key: str) -> float | None:
+    value = version.tags.get(key)
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def judge(challenger: ModelVersion, champion: ModelVersion | None, policy: GatePolicy) -> list[tuple[bool, str]]:
+    """Each gate check as (passed, reason)."""
+    checks = [
+        (challenger.tags.get("validation_passed") == "true", f"data validation passed: {challenger.tags.get('validation_passed', 'unknown')}"),
+        (challenger.tags.get("parity_passed") == "true", f"ONNX parity passed: {challenger.tags.get('parity_passed', 'unknown')}"),
+    ]
+    accuracy = _float_tag(challenger, "test_accuracy")
+    if accuracy is None:
+        return checks + [(False, "challenger has no test_accuracy tag")]
+    checks.append((accuracy >= policy.accuracy_floor, f"test accuracy {accuracy:.4f} vs floor {policy.accuracy_floor:.4f}"))
+    if champion is None:
+        checks.append((True, "no current champion: the first model over the floor becomes champion"))
+    else:
+        best = _float_tag(champion, "test_accuracy") or 0.0
+        checks.append((accuracy >= best - policy.tolerance,
+                       f"test accuracy {accuracy:.4f} vs champion v{champion.version} {best:.4f} "
+                       f"(tolerance {policy.tolerance})"))
+    return checks
+
+
+def _linked_versions(version: ModelVersion) -> list[tuple[str, str]]:
+    links = [(ONNX_MODEL, version.version)]
+    for tag, name in (("keras_version", KERAS_MODEL), ("int8_version", INT8_MODEL)):
+        if version.tags.get(tag):
+            links.append((name, version.tags[tag]))
+    return links
+
+
+def promote(policy: GatePolicy = GatePolicy(), force: bool = False, why: str | None = None,
+            model: str = ONNX_MODEL) -> Decision:
+    """Decide whether the ONNX challenger becomes champion; record and return the decision."""
+    challenger = version_by_alias(model, CHALLENGER)
+    if challenger is None:
+        raise LookupError(f"No '{CHALLENGER}' version of {model!r} in the registry at {mlflow.get_tracking_uri()}; "
+                          "run 'sign-mlops train' first.")
+    champion = version_by_alias(model, CHAMPION)
+    decision = Decision(model, challenger.version, champion.version if champion else None, False, force,
+                        decided_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), decided_by=getpass.getuser())
+    if champion is not None and champion.version == challenger.version:
+        decision.reasons = [f"v{challenger.version} is already champion"]
+        decision.promoted = True
+        return decision
+    checks = judge(challenger, champion, policy)
+    decision.reasons = [("PASS " if ok else "FAIL ") + reason for ok, reason in checks]
+    decision.promoted = all(ok for ok, _ in checks)
+    if force and not decision.promoted:
+        if not why:
+            raise ValueError("A forced promotion needs a reason (--why).")
+        decision.promoted = True
+        decision.reasons.append(f"FORCED by {decision.decided_by}: {why}")
+    if decision.promoted:
+        for name, version in _linked_versions(challenger):
+            MlflowClient().set_registered_model_alias(name, CHAMPION, version)
+    record_decision(decision, challenger)
+    return decision
+
+
+def record_decision(decision: Decision, challenger: ModelVersion) -> None:
+    """Tags on the version and its run, plus promotion/decision_v<N>.json in the run."""
+    verdict = "promoted" if decision.promoted else "rejected"
+    reasons = " | ".join(decision.reasons)[:4900]
+    tag_version(decision.model, decision.challenger_version,
+                {"promotion_decision": verdict, "promotion_reasons": reasons, "promotion_forced": str(decision.forced).lower()})
+    client = MlflowClient()
+    if challenger.run_id:
+        client.set_tag(challenger.run_id, "promotion_decision", verdict)
+        client.set_tag(challenger.run_id, "promotion_reasons", reasons)
+        client.log_text(challenger.run_id, json.dumps(asdict(decision), indent=2),
+                        f"promotion/decision_v{decision.challenger_version}.json")

@@ -1,0 +1,216 @@
+"""Training: a typed, self-checking config, deterministic seeding, a grouped validation split,
+augmentation on the training stream only, early stopping and model selection on validation.
+
+The test split is never touched here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sign_model.data import SignDataset
+from sign_model.labels import INDEX_OF_LABEL, NUM_CLASSES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a model; saved with it and logged to MLflow as params."""
+
+    architecture: str = "bn_cnn"
+    epochs: int = 14
+    batch_size: int = 128
+    optimizer: str = "adamw"  # adamw | adam | sgd
+    learning_rate: float = 2e-3
+    lr_schedule: str = "cosine"  # cosine | constant
+    warmup_epochs: float = 1.0
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.05
+    dropout: float = 0.3
+    rotation_deg: float = 10.0
+    width_shift: float = 0.12
+    height_shift: float = 0.12
+    zoom: float = 0.12
+    contrast: float = 0.3
+    val_fraction: float = 0.1
+    early_stopping_patience: int = 5
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        from sign_model.model import ARCHITECTURES
+
+        problems = []
+        if self.architecture not in ARCHITECTURES:
+            problems.append(f"architecture must be one of {sorted(ARCHITECTURES)}")
+        if self.optimizer not in ("adamw", "adam", "sgd"):
+            problems.append("optimizer must be adamw, adam or sgd")
+        if self.lr_schedule not in ("cosine", "constant"):
+            problems.append("lr_schedule must be cosine or constant")
+        if self.epochs < 1 or self.batch_size < 1:
+            problems.append("epochs and batch_size must be >= 1")
+        if not 0 < self.learning_rate < 1:
+            problems.append("learning_rate must be in (0, 1)")
+        if not 0 < self.val_fraction < 0.5:
+            problems.append("val_fraction must be in (0, 0.5)")
+        if not 0 <= self.dropout < 1 or not 0 <= self.label_smoothing < 1:
+            problems.append("dropout and label_smoothing must be in [0, 1)")
+        if problems:
+            raise ValueError("Invalid training config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown training config keys {unknown}; known keys: {sorted(known)}.")
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: Path) -> "TrainConfig":
+        """Load a JSON or YAML file of overrides on top of the defaults."""
+        text = Path(path).read_text()
+        if Path(path).suffix in (".yaml", ".yml"):
+            import yaml
+
+            return cls.from_dict(yaml.safe_load(text) or {})
+        return cls.from_dict(json.loads(text))
+
+
+PRESETS: dict[str, TrainConfig] = {
+    "default": TrainConfig(),
+    "seed": TrainConfig(architecture="seed_cnn", epochs=10, optimizer="sgd", learning_rate=0.01,
+                        lr_schedule="constant", label_smoothing=0.0, dropout=0.2, rotation_deg=5.0,
+                        width_shift=0.13, height_shift=0.3, zoom=0.0, contrast=0.0),
+    "smoke": TrainConfig(architecture="tiny_cnn", epochs=3, batch_size=64, learning_rate=5e-3,
+                         dropout=0.1, rotation_deg=5.0, width_shift=0.05, height_shift=0.05,
+                         zoom=0.05, contrast=0.1, warmup_epochs=0.0, early_stopping_patience=3),
+}
+
+
+@dataclass
+class TrainResult:
+    model: Any  # keras.Model, the inference model (no augmentation)
+    history: dict[str, list[float]]
+    best_epoch: int
+    train_rows: int
+    val_rows: int
+    train_seconds: float
+    val_accuracy: float
+    val_loss: float
+    split: dict[str, list[int]] = field(repr=False, default_factory=dict)
+
+
+def to_indices(labels: np.ndarray) -> np.ndarray:
+    """Kaggle labels -> model output indices."""
+    lookup = np.full(26, -1, dtype=np.int64)
+    for label, index in INDEX_OF_LABEL.items():
+        lookup[label] = index
+    return lookup[labels]
+
+
+def set_seeds(seed: int) -> None:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+
+
+def _schedule(config: TrainConfig, steps_per_epoch: int):
+    import keras
+
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    warmup = int(config.warmup_epochs * steps_per_epoch)
+    total = config.epochs * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate / 10 if warmup else config.learning_rate,
+        decay_steps=max(1, total - warmup), alpha=0.01,
+        warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup,
+    )
+
+
+def _optimizer(config: TrainConfig, steps_per_epoch: int):
+    import keras
+
+    lr = _schedule(config, steps_per_epoch)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=lr)
+    return keras.optimizers.SGD(learning_rate=lr, momentum=0.9)
+
+
+def _datasets(images: np.ndarray, targets: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
+              config: TrainConfig):
+    import tensorflow as tf
+
+    from sign_model.model import build_augmenter
+
+    augmenter = build_augmenter(config.rotation_deg, (config.width_shift, config.height_shift),
+                                config.zoom, config.contrast, config.seed)
+    x = images[..., None].astype(np.float32)
+    y = np.eye(NUM_CLASSES, dtype=np.float32)[targets]
+    train = (tf.data.Dataset.from_tensor_slices((x[train_idx], y[train_idx]))
+             .shuffle(len(train_idx), seed=config.seed, reshuffle_each_iteration=True)
+             .batch(config.batch_size)
+             .map(lambda a, b: (augmenter(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
+             .prefetch(tf.data.AUTOTUNE))
+    val = tf.data.Dataset.from_tensor_slices((x[val_idx], y[val_idx])).batch(512).prefetch(tf.data.AUTOTUNE)
+    return train, val
+
+
+def train_model(dataset: SignDataset, config: TrainConfig, callbacks: list | None = None) -> TrainResult:
+    """Train on the grouped-split training part; keep the weights of the best validation epoch."""
+    import keras
+
+    from sign_model.model import build_model
+    from sign_model.split import grouped_split
+
+    set_seeds(config.seed)
+    targets = to_indices(dataset.labels)
+    train_idx, val_idx = grouped_split(dataset.images, dataset.labels, config.val_fraction, config.seed)
+    log.info("grouped split: %d train rows, %d validation rows", len(train_idx), len(val_idx))
+    train_ds, val_ds = _datasets(dataset.images, targets, train_idx, val_idx, config)
+    model = build_model(config.architecture, config.dropout)
+    steps = int(np.ceil(len(train_idx) / config.batch_size))
+    model.compile(
+        optimizer=_optimizer(config, steps),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"],
+    )
+    stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=config.early_stopping_patience,
+                                            restore_best_weights=True, mode="max", verbose=0)
+    start = time.perf_counter()
+    fit = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, verbose=0,
+                    callbacks=[stopper, *(callbacks or [])])
+    seconds = time.perf_counter() - start
+    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    best = int(np.argmax(history["val_accuracy"]))
+    return TrainResult(
+        model=model, history=history, best_epoch=best + 1, train_rows=len(train_idx), val_rows=len(val_idx),
+        train_seconds=seconds, val_accuracy=history["val_accuracy"][best], val_loss=history["val_loss"][best],
+        split={"train": train_idx.tolist(), "val": val_idx.tolist()},
+    )
+
+
+def save_training_outputs(result: TrainResult, config: TrainConfig, out_dir: Path) -> dict[str, Path]:
+    """Save the inference model, the whole config and the history next to each other."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"model": out_dir / "model.keras", "config": out_dir / "train_config.json",
+             "history": out_dir / "history.json"}
+    result.model.save(paths["model"])
+    paths["config"].write_text(json.dumps(config.to_dict(), indent=2))
+    paths["history"].write_text(json.dumps({"history": result.history, "best_epoch": result.best_epoch,
+                                            "train_rows": result.train_rows, "val_rows": result.val_rows,
+                                            "train_seconds": result.train_seconds}, indent=2))
+    return paths
