@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -10,6 +11,10 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+
+# Quieter defaults; an explicit setting in the environment wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 app = typer.Typer(help="Train, track, export and batch-score Sign Language MNIST models.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -37,6 +42,29 @@ def data_synth(
     with console.status("generating synthetic data..."):
         train, test = synthesize_split(out_dir, train_rows, test_rows, seed)
     out.print(f"wrote {train} ({train_rows} rows) and {test} ({test_rows} rows)")
+
+
+@data_app.command("split")
+def data_split(
+    source: Annotated[Path, typer.Argument(help="A labelled Kaggle-format CSV, e.g. the Kaggle training file.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the two new files.")] = Path("data/holdout"),
+    fraction: Annotated[float, typer.Option(help="Share of rows (whole near-copy groups) held out as test.")] = 0.15,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Split one file into train/test files that keep near-copy groups apart (an honest holdout)."""
+    from sign_model.data import DataFormatError, load_dataset
+    from sign_model.split import grouped_split
+    from sign_model.synthetic import write_kaggle_csv
+
+    try:
+        with console.status("grouping near-copies and writing..."):
+            dataset = load_dataset(source)
+            train_idx, test_idx = grouped_split(dataset.images, dataset.labels, fraction, seed)
+            train = write_kaggle_csv(out_dir / "sign_mnist_train.csv", dataset.images[train_idx], dataset.labels[train_idx])
+            test = write_kaggle_csv(out_dir / "sign_mnist_test.csv", dataset.images[test_idx], dataset.labels[test_idx])
+    except (DataFormatError, ValueError) as exc:
+        _fail(str(exc))
+    out.print(f"wrote {train} ({len(train_idx)} rows) and {test} ({len(test_idx)} rows); no near-copy group straddles them")
 
 
 @data_app.command("validate")
@@ -169,6 +197,101 @@ def promote(
     out.print(decision.summary())
     if not decision.promoted:
         raise typer.Exit(2)
+
+
+def _expand_inputs(inputs: list[str]) -> list[Path]:
+    import glob
+
+    files: list[Path] = []
+    for item in inputs:
+        matches = sorted(glob.glob(item)) if any(ch in item for ch in "*?[") else [item]
+        if not matches:
+            _fail(f"no file matches {item!r}")
+        files += [Path(m) for m in matches]
+    return files
+
+
+@app.command("score")
+def score(
+    inputs: Annotated[list[str], typer.Argument(help="CSV files (.csv, .csv.gz) or globs in the Kaggle pixel format; 'label' optional.")],
+    model: Annotated[str, typer.Option(help="An .onnx file or models:/<name>@<alias> from the MLflow registry.")] = "models:/sign-mnist-onnx@champion",
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for <name>.predictions.csv, .rejects.csv, .summary.json.")] = Path("outputs/scores"),
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    chunk_rows: Annotated[int, typer.Option(help="Rows parsed per chunk (memory stays flat).")] = 4096,
+    batch_size: Annotated[int, typer.Option(help="Rows per onnxruntime call.")] = 1024,
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads (0 = all cores).")] = 0,
+) -> None:
+    """Batch-score CSV files with an ONNX model: predictions, rejects and a summary per file."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from serving.model import ModelError, resolve
+    from serving.outputs import OutputExistsError
+    from serving.scorer import ScoringError, score_file
+    from sign_model.config import default_paths
+
+    files = _expand_inputs(inputs)
+    if model.startswith("models:/"):
+        from sign_model import tracking
+
+        tracking.configure()
+    try:
+        loaded = resolve(model, default_paths().model_cache, threads)
+    except ModelError as exc:
+        _fail(str(exc))
+    failures = 0
+    for path in files:
+        total = path.stat().st_size if path.is_file() and not path.name.endswith(".gz") else None
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rows]} rows"),
+                      TimeElapsedColumn(), console=console, transient=True) as progress:
+            task = progress.add_task(f"scoring {path.name}", total=total, rows=0)
+
+            def advance(rows: int, nbytes: int) -> None:
+                progress.update(task, advance=nbytes, rows=progress.tasks[task].fields["rows"] + rows)
+
+            try:
+                summary = score_file(path, loaded, out_dir, overwrite, chunk_rows, batch_size, on_progress=advance)
+            except (ScoringError, OutputExistsError) as exc:
+                console.print(f"[bold red]error:[/] {exc}")
+                failures += 1
+                continue
+        _print_summary(summary)
+    if failures:
+        raise typer.Exit(1)
+
+
+def _print_summary(s: dict) -> None:
+    acc = f", accuracy {s['accuracy']:.4%}" if s["accuracy"] is not None else ""
+    drift = s["drift"]
+    drift_text = (f"PSI intensity {drift['psi_mean_intensity']}, PSI classes {drift['psi_predicted_class']}"
+                  + (" [bold red]DRIFT[/]" if drift.get("drift") else " (ok)")) if drift.get("psi_mean_intensity") is not None else "n/a"
+    out.print(f"[bold]{s['input']}[/]: {s['rows_in']} rows in = {s['rows_scored']} scored + {s['rows_rejected']} rejected"
+              f"{acc}; mean confidence {s['mean_confidence']}, {s['low_confidence_rows']} below {s['low_confidence_threshold']}; "
+              f"{s['rows_per_second']:.0f} rows/s; drift: {drift_text}")
+    if s["reject_reasons"]:
+        out.print(f"  reject reasons: {s['reject_reasons']}")
+    out.print(f"  model {s['model']['name']} v{s['model']['version'] or '-'} ({s['model']['sha256'][:12]})")
+    out.print(f"  outputs: {s['outputs']['predictions']}, {s['outputs']['rejects']}, {s['outputs']['summary']}")
+
+
+@app.command("score-inbox")
+def score_inbox_command(
+    inbox: Annotated[Path, typer.Option(help="Folder where new CSV files arrive.")] = Path("inbox"),
+    outbox: Annotated[Path, typer.Option(help="Folder for outputs (one sub-folder per input) and manifest.json.")] = Path("outbox"),
+    model: Annotated[str, typer.Option(help="An .onnx file or models:/<name>@<alias>.")] = "models:/sign-mnist-onnx@champion",
+    every: Annotated[int, typer.Option(help="Seconds between runs; 0 = run once and exit.")] = 0,
+) -> None:
+    """Score every new file in the inbox once per model (Prefect flow), once or on an interval."""
+    from flows.scoring import inbox_scoring_flow
+
+    inbox.mkdir(parents=True, exist_ok=True)
+    if every > 0:
+        inbox_scoring_flow.serve(name="inbox-scoring", interval=every,
+                                 parameters={"inbox": str(inbox.resolve()), "outbox": str(outbox.resolve()), "model": model})
+        return
+    result = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=model)
+    out.print(f"scored {result['scored']}, skipped {result['skipped']}, failed {list(result['failed'])}")
+    if result["failed"]:
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover

@@ -13,6 +13,7 @@ import hashlib
 import io
 import re
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,16 +99,18 @@ def read_header(path: str | Path) -> list[str]:
 
 def check_pixel_header(columns: list[str], path: Path) -> None:
     """Every pixel1..pixel784 column exists exactly once (other columns are allowed)."""
-    dupes = sorted({c for c in columns if columns.count(c) > 1})
-    if dupes:
-        raise DataFormatError(f"{path} line 1: duplicate column names {dupes[:5]}; each column must appear once.")
     present = set(columns)
     missing = [c for c in PIXEL_COLUMNS if c not in present]
     if len(missing) == NUM_PIXELS:
+        looks_like_data = all(c.strip().lstrip("-").isdigit() for c in columns[:5])
+        hint = " The first line looks like data: the header line is missing." if looks_like_data else ""
         raise DataFormatError(
             f"{path} line 1: no pixel columns found (first columns: {columns[:4]}); expected a header "
-            f"'label,pixel1,...,pixel784' as in the Kaggle files. Does the file lack its header line?"
+            f"'label,pixel1,...,pixel784' as in the Kaggle files.{hint}"
         )
+    dupes = sorted(name for name, n in Counter(columns).items() if n > 1)
+    if dupes:
+        raise DataFormatError(f"{path} line 1: duplicate column names {dupes[:5]}; each column must appear once.")
     if missing:
         raise DataFormatError(
             f"{path} line 1: expected {NUM_PIXELS} pixel columns (pixel1..pixel{NUM_PIXELS}), "
@@ -208,16 +211,22 @@ def _raise_on_bad_cells(frame: pd.DataFrame, pixels: np.ndarray, labels: np.ndar
             line = frame.index[row]
             name = frame.columns[col + offset]
             raise DataFormatError(
-                f"{source} line {line} column {name}: {what} ({frame.iat[row, col + offset]!r}); "
+                f"{source} line {line} column {name}: {what} ({_cell(frame, row, col + offset)!r}); "
                 f"pixels must be integers 0-255. Run 'sign-mlops data validate' for a full report."
             )
     bad_label = ~np.isin(labels, list(INDEX_OF_LABEL))
     if bad_label.any():
         row = int(np.argmax(bad_label))
         raise DataFormatError(
-            f"{source} line {frame.index[row]} column label: label {frame.iat[row, 0]!r} is not a Kaggle "
+            f"{source} line {frame.index[row]} column label: label {_cell(frame, row, 0)!r} is not a Kaggle "
             f"label (0-24 without 9=J; no 25=Z). Run 'sign-mlops data validate' for a full report."
         )
+
+
+def _cell(frame: pd.DataFrame, row: int, col: int):
+    """A cell as a plain Python value (numpy scalars print as np.int64(9) otherwise)."""
+    value = frame.iat[row, col]
+    return value.item() if hasattr(value, "item") else value
 
 
 def load_dataset(path: str | Path) -> SignDataset:
@@ -399,6 +408,7 @@ def _first_problem(reasons: np.ndarray, mask: np.ndarray, positions: np.ndarray,
     first_col = mask[rows].argmax(axis=1)
     for row, col in zip(rows, first_col):
         value = block.iat[row, col]
+        value = value.item() if hasattr(value, "item") else value
         reasons[row] = f"{what} in column {columns[positions[col]]}: {value!r}"
 
 

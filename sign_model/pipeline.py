@@ -237,7 +237,8 @@ def register_step(run_id: str, files: DataFiles, train_out: dict, eval_out: dict
         onnx_tags["int8_version"] = int8_v.version
     onnx_v = registry.register(export_out["onnx_model_uri"], registry.ONNX_MODEL, onnx_tags)
     registry.tag_version(registry.KERAS_MODEL, keras_v.version, {"onnx_version": onnx_v.version})
-    return {"keras_version": keras_v.version, "onnx_version": onnx_v.version, "int8_version": onnx_tags.get("int8_version")}
+    return {"keras_version": str(keras_v.version), "onnx_version": str(onnx_v.version),
+            "int8_version": str(onnx_tags["int8_version"]) if "int8_version" in onnx_tags else None}
 
 
 def promote_step(policy=None, force: bool = False, why: str | None = None) -> dict:

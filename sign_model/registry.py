@@ -117,7 +117,7 @@ def promote(policy: GatePolicy = GatePolicy(), force: bool = False, why: str | N
         raise LookupError(f"No '{CHALLENGER}' version of {model!r} in the registry at {mlflow.get_tracking_uri()}; "
                           "run 'sign-mlops train' first.")
     champion = version_by_alias(model, CHAMPION)
-    decision = Decision(model, challenger.version, champion.version if champion else None, False, force,
+    decision = Decision(model, str(challenger.version), str(champion.version) if champion else None, False, force,
                         decided_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), decided_by=getpass.getuser())
     if champion is not None and champion.version == challenger.version:
         decision.reasons = [f"v{challenger.version} is already champion"]

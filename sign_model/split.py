@@ -25,6 +25,8 @@ LINK_THRESHOLD = 0.95
 def thumbnails(images: np.ndarray, block: int = THUMB_BLOCK) -> np.ndarray:
     """(N, 28, 28) -> (N, (28/block)^2) float32, zero-mean, unit-norm rows."""
     n, side = images.shape[0], images.shape[1] // block
+    if n == 0:
+        return np.zeros((0, side * side), dtype=np.float32)
     cut = images[:, : side * block, : side * block].astype(np.float32)
     thumb = cut.reshape(n, side, block, side, block).mean(axis=(2, 4)).reshape(n, -1)
     thumb -= thumb.mean(axis=1, keepdims=True)

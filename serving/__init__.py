@@ -1,0 +1,1 @@
+"""Lightweight batch scorer: onnxruntime + numpy + pandas. Never imports TensorFlow or Prefect."""

@@ -1,0 +1,129 @@
+"""Load an ONNX model from a file or from the MLflow registry (`models:/<name>@<alias>`).
+
+MLflow is imported lazily, only to resolve a registry URI and download the version into a
+local cache keyed by model name and version; the file's sha256 is checked against the
+registry's record (`onnx_sha256` version tag).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from sign_model.data import file_digest
+from sign_model.labels import parse_label_map
+
+_REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+class ModelError(RuntimeError):
+    """The model cannot be used for scoring; the message says why and what to do."""
+
+
+@dataclass
+class LoadedModel:
+    session: ort.InferenceSession
+    path: Path
+    sha256: str
+    input_name: str
+    letters: list[str]
+    labels: list[int]
+    profile: dict | None
+    name: str = ""
+    version: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """Probabilities (n, classes) for raw 0-255 pixels (n, 784) float32."""
+        return self.session.run(None, {self.input_name: pixels.reshape(-1, 28, 28, 1)})[0]
+
+    def describe(self) -> dict:
+        return {"name": self.name, "version": self.version, "path": str(self.path), "sha256": self.sha256,
+                "mlflow_run_id": self.metadata.get("mlflow_run_id", ""),
+                "train_data_sha256": self.metadata.get("train_data_sha256", "")}
+
+
+def session_options(threads: int = 0) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    return options
+
+
+def load_onnx(path: Path, threads: int = 0, name: str = "", version: str = "",
+              expected_sha256: str | None = None) -> LoadedModel:
+    """Open an ONNX file and check it is a sign model: input (N, 28, 28, 1), a label map."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"Model file {path} not found; pass an .onnx file or models:/<name>@<alias>.")
+    sha = file_digest(path)
+    if expected_sha256 and sha != expected_sha256:
+        raise ModelError(f"{path}: sha256 {sha[:12]}... differs from the registry's {expected_sha256[:12]}...; "
+                         "the cached file is corrupt or was changed. Delete the cache folder and retry.")
+    try:
+        session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises several private exception types
+        raise ModelError(f"{path}: not a loadable ONNX model ({exc}).") from exc
+    _check_io(session, path)
+    meta = session.get_modelmeta().custom_metadata_map
+    if "label_map" not in meta:
+        raise ModelError(f"{path}: no 'label_map' in the ONNX metadata; export it with 'sign-mlops train' "
+                         "(sign_model.export), which records the label map.")
+    records = parse_label_map(meta["label_map"])
+    n_out = session.get_outputs()[0].shape[-1]
+    if isinstance(n_out, int) and n_out != len(records):
+        raise ModelError(f"{path}: model has {n_out} outputs but its label map has {len(records)} entries.")
+    profile = json.loads(meta["reference_profile"]) if "reference_profile" in meta else None
+    return LoadedModel(session, path, sha, session.get_inputs()[0].name, [r["letter"] for r in records],
+                       [int(r["label"]) for r in records], profile, name or path.stem, version, dict(meta))
+
+
+def _check_io(session: ort.InferenceSession, path: Path) -> None:
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ModelError(f"{path}: expected one input, found {len(inputs)}.")
+    shape = inputs[0].shape
+    if len(shape) != 4 or list(shape[1:]) != [28, 28, 1]:
+        raise ModelError(f"{path}: input shape {shape} is not (N, 28, 28, 1); this is not a Sign Language MNIST model.")
+    if inputs[0].type != "tensor(float)":
+        raise ModelError(f"{path}: input type {inputs[0].type}, expected tensor(float) raw 0-255 pixels.")
+
+
+def resolve(spec: str, cache_dir: Path, threads: int = 0) -> LoadedModel:
+    """A file path, or models:/<name>@<alias> / models:/<name>/<version> from the MLflow registry."""
+    match = _REGISTRY_URI.match(spec)
+    if not match:
+        if spec.startswith("models:/"):
+            raise ModelError(f"Cannot parse model URI {spec!r}; use models:/<name>@<alias> or models:/<name>/<version>.")
+        return load_onnx(Path(spec), threads)
+    return _from_registry(match["name"], match["alias"], match["version"], cache_dir, threads)
+
+
+def _from_registry(name: str, alias: str | None, version: str | None, cache_dir: Path, threads: int) -> LoadedModel:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise ModelError(f"models:/{name}{'@' + alias if alias else '/' + str(version)} not found in the registry at "
+                         f"{mlflow.get_tracking_uri()} ({exc.message if hasattr(exc, 'message') else exc}); "
+                         "train and promote a model first, or check MLFLOW_TRACKING_URI.") from exc
+    target = cache_dir / name / f"v{mv.version}"
+    onnx_files = sorted(target.rglob("*.onnx")) if target.exists() else []
+    if not onnx_files:
+        tmp = cache_dir / name / f".v{mv.version}.download"
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(tmp))
+        tmp.replace(target) if not target.exists() else None
+        onnx_files = sorted(target.rglob("*.onnx"))
+    if not onnx_files:
+        raise ModelError(f"models:/{name}/{mv.version} holds no .onnx file; is it the ONNX registered model?")
+    return load_onnx(onnx_files[0], threads, name=name, version=str(mv.version),
+                     expected_sha256=mv.tags.get("onnx_sha256"))

@@ -1,0 +1,69 @@
+"""Registry and promotion gate: a worse challenger does not displace the champion, a better one does."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import onnx
+import pytest
+
+from sign_model import registry
+from sign_model.export import ParityError
+from sign_model.pipeline import DataFiles, register_step
+
+
+def _new_version(onnx_path, accuracy: float, parity: str = "true") -> str:
+    """Log the ONNX model in a fresh run and register it as the challenger with a test accuracy."""
+    with mlflow.start_run() as run:
+        info = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name="onnx_model", save_as_external_data=False,
+                                     pip_requirements=["onnxruntime"])
+    version = registry.register(info.model_uri, registry.ONNX_MODEL,
+                                {"test_accuracy": accuracy, "validation_passed": "true", "parity_passed": parity,
+                                 "run_id": run.info.run_id})
+    return str(version.version)
+
+
+def test_gate_keeps_better_champion_and_records_reasons(mlflow_store, onnx_model_path):
+    mlflow.set_experiment("gate")
+    policy = registry.GatePolicy(accuracy_floor=0.8, tolerance=0.002)
+    v1 = _new_version(onnx_model_path, 0.95)
+    first = registry.promote(policy)
+    assert first.promoted and str(registry.version_by_alias(registry.ONNX_MODEL, "champion").version) == v1
+
+    v2 = _new_version(onnx_model_path, 0.93)
+    worse = registry.promote(policy)
+    assert not worse.promoted
+    assert str(registry.version_by_alias(registry.ONNX_MODEL, "champion").version) == v1
+    assert any(r.startswith("FAIL") and "champion v1" in r for r in worse.reasons)
+    mv = mlflow.MlflowClient().get_model_version(registry.ONNX_MODEL, v2)
+    assert mv.tags["promotion_decision"] == "rejected" and "FAIL" in mv.tags["promotion_reasons"]
+    local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=f"promotion/decision_v{v2}.json")
+    decision = json.loads(open(local).read())
+    assert decision["promoted"] is False and decision["champion_version"] == v1
+
+    v3 = _new_version(onnx_model_path, 0.949)  # within tolerance of the champion
+    assert registry.promote(policy).promoted
+    assert str(registry.version_by_alias(registry.ONNX_MODEL, "champion").version) == v3
+
+
+def test_floor_and_parity_block_promotion_unless_forced(mlflow_store, onnx_model_path):
+    mlflow.set_experiment("gate")
+    _new_version(onnx_model_path, 0.5)
+    low = registry.promote(registry.GatePolicy(accuracy_floor=0.9))
+    assert not low.promoted and any("floor" in r for r in low.reasons)
+    _new_version(onnx_model_path, 0.99, parity="false")
+    assert not registry.promote(registry.GatePolicy(accuracy_floor=0.9)).promoted
+    with pytest.raises(ValueError, match="needs a reason"):
+        registry.promote(force=True)
+    forced = registry.promote(force=True, why="hotfix approved by on-call")
+    assert forced.promoted and "FORCED" in forced.reasons[-1] and "hotfix" in forced.reasons[-1]
+
+
+def test_failed_parity_registers_nothing(mlflow_store):
+    files = DataFiles("train.csv", "test.csv", False)
+    export_out = {"parity": {"passed": False, "argmax_agreement": 0.97, "max_abs_delta": 0.3}}
+    with pytest.raises(ParityError, match="nothing was registered"):
+        register_step("run", files, {}, {"test_accuracy": 0.99}, export_out)
+    assert registry.version_by_alias(registry.ONNX_MODEL, "challenger") is None
+    assert registry.version_by_alias(registry.KERAS_MODEL, "challenger") is None

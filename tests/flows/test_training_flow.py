@@ -1,0 +1,103 @@
+"""The training flow end to end on small synthetic data, tracked in a temporary MLflow store."""
+
+from __future__ import annotations
+
+import shutil
+
+import mlflow
+import numpy as np
+import pytest
+
+from flows.training import training_flow
+from sign_model.pipeline import ValidationFailed
+from sign_model.registry import CHAMPION, KERAS_MODEL, ONNX_MODEL, version_by_alias
+
+SMOKE = {"epochs": 4}
+
+
+@pytest.fixture(scope="module")
+def flow_home(tmp_path_factory, synthetic_files):
+    home = tmp_path_factory.mktemp("home")
+    (home / "data").mkdir()
+    shutil.copy(synthetic_files[0], home / "data" / "sign_mnist_train.csv")
+    shutil.copy(synthetic_files[1], home / "data" / "sign_mnist_test.csv")
+    return home
+
+
+@pytest.fixture(scope="module")
+def flow_result(flow_home, tmp_path_factory):
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    result = training_flow(preset="smoke", overrides=SMOKE, home=str(flow_home), accuracy_floor=0.3, int8=True)
+    yield result, uri
+    mp.undo()
+
+
+def test_flow_discovers_kaggle_files_in_data_dir(flow_result, flow_home):
+    result, _ = flow_result
+    assert result["data"]["synthetic"] is False
+    assert result["data"]["train"] == str(flow_home / "data" / "sign_mnist_train.csv")
+
+
+def test_run_holds_params_metrics_inputs_pictures_and_model(flow_result):
+    result, uri = flow_result
+    mlflow.set_tracking_uri(uri)
+    run = mlflow.get_run(result["run_id"])
+    assert run.data.params["architecture"] == "tiny_cnn" and run.data.params["epochs"] == "4"
+    assert {"test_accuracy", "test_macro_f1", "train_seconds", "best_val_accuracy", "parity_argmax_agreement",
+            "int8_accuracy_loss_points"} <= set(run.data.metrics)
+    client = mlflow.MlflowClient()
+    per_epoch = client.get_metric_history(run.info.run_id, "val_accuracy")
+    assert len(per_epoch) == run.data.metrics["epochs_run"] and [m.step for m in per_epoch][0] == 1
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == len(per_epoch)
+    contexts = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+    assert set(contexts) == {"training", "evaluation"}
+    assert run.data.tags["train_sha256"].startswith(contexts["training"].digest)
+    artifacts = {a.path for folder in ("figures", "evaluation", "validation")
+                 for a in client.list_artifacts(run.info.run_id, folder)}
+    for name in ("figures/samples_train.png", "figures/class_counts_test.png", "evaluation/confusion_matrix.png",
+                 "evaluation/misclassified.png", "evaluation/training_curves.png", "evaluation/per_class_counts.png",
+                 "evaluation/test_predictions.csv", "validation/validation_report.json"):
+        assert name in artifacts
+    assert run.data.tags["validation_passed"] == "true" and run.data.tags["parity_passed"] == "true"
+
+
+def test_logged_keras_model_reproduces_evaluation_accuracy(flow_result, synthetic_datasets):
+    result, uri = flow_result
+    mlflow.set_tracking_uri(uri)
+    version = version_by_alias(KERAS_MODEL, CHAMPION)
+    model = mlflow.keras.load_model(f"models:/{KERAS_MODEL}/{version.version}")
+    test = synthetic_datasets[1]
+    probs = model.predict(test.images[..., None].astype(np.float32), verbose=0)  # raw 0-255 pixels
+    from sign_model.train import to_indices
+
+    accuracy = float((probs.argmax(1) == to_indices(test.labels)).mean())
+    assert accuracy == pytest.approx(result["test_accuracy"], abs=1e-9)
+
+
+def test_champion_onnx_loads_and_names_its_letters(flow_result, tmp_path):
+    result, uri = flow_result
+    mlflow.set_tracking_uri(uri)
+    from serving.model import resolve
+
+    assert result["promotion"]["promoted"]
+    model = resolve(f"models:/{ONNX_MODEL}@{CHAMPION}", tmp_path / "cache")
+    assert model.letters[0] == "A" and model.letters[-1] == "Y" and "J" not in model.letters
+    assert model.version == result["registered"]["onnx_version"]
+    assert model.sha256 == version_by_alias(ONNX_MODEL, CHAMPION).tags["onnx_sha256"]
+
+
+def test_defective_data_stops_the_flow_before_training(tmp_path, synthetic_files, mlflow_store):
+    lines = synthetic_files[0].read_bytes().split(b"\r\n")
+    cells = lines[5].split(b",")
+    cells[0] = b"9"
+    lines[5] = b",".join(cells)
+    bad = tmp_path / "bad_train.csv"
+    bad.write_bytes(b"\r\n".join(lines))
+    with pytest.raises(ValidationFailed, match="line 6"):
+        training_flow(train=str(bad), test=str(synthetic_files[1]), preset="smoke", home=str(tmp_path))
+    runs = mlflow.search_runs(experiment_names=["sign-language-mnist"], output_format="list")
+    assert len(runs) == 1 and runs[0].info.status == "FAILED"
+    assert "train_seconds" not in runs[0].data.metrics
+    assert version_by_alias(ONNX_MODEL, "challenger") is None

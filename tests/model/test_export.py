@@ -1,0 +1,64 @@
+"""ONNX export, parity proof and the INT8 variant."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from sign_model.evaluate import predict_probabilities
+from sign_model.export import check_parity, judge_int8, quantize_int8, read_metadata, save_onnx
+from sign_model.labels import LETTERS, parse_label_map
+from sign_model.train import to_indices
+
+
+def test_export_passes_checker_and_carries_metadata(onnx_model_path):
+    proto = onnx.load(str(onnx_model_path))
+    onnx.checker.check_model(proto)
+    meta = read_metadata(onnx_model_path)
+    assert [r["letter"] for r in parse_label_map(meta["label_map"])] == list(LETTERS)
+    assert meta["mlflow_run_id"] == "test-run" and len(meta["train_data_sha256"]) == 64
+    assert "0-255" in meta["preprocessing"] and "reference_profile" in meta
+    assert proto.graph.input[0].name == "pixels"
+    assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim[1:]] == [28, 28, 1]
+    assert proto.opset_import[0].version == 17
+
+
+def test_parity_with_keras_on_the_evaluation_set(tiny_training, synthetic_datasets, onnx_model_path):
+    images = synthetic_datasets[1].images
+    parity = check_parity(predict_probabilities(tiny_training.model, images), onnx_model_path, images)
+    assert parity.passed and parity.argmax_agreement == 1.0 and parity.max_abs_delta <= 1e-4
+
+
+def _tampered(path, out):
+    proto = onnx.load(str(path))
+    biggest = max(proto.graph.initializer, key=lambda t: np.prod(t.dims))
+    weights = numpy_helper.to_array(biggest).copy()
+    weights.flat[np.abs(weights).argmax()] *= -25.0  # one weight changed
+    biggest.CopyFrom(numpy_helper.from_array(weights, biggest.name))
+    return save_onnx(proto, out, {p.key: p.value for p in proto.metadata_props})
+
+
+def test_tampered_onnx_fails_parity(tiny_training, synthetic_datasets, onnx_model_path, tmp_path):
+    images = synthetic_datasets[1].images
+    bad = _tampered(onnx_model_path, tmp_path / "tampered.onnx")
+    parity = check_parity(predict_probabilities(tiny_training.model, images), bad, images)
+    assert not parity.passed and parity.max_abs_delta > 1e-4
+
+
+def test_int8_runs_and_keeps_metadata(synthetic_datasets, onnx_model_path, tmp_path):
+    train, test = synthetic_datasets
+    int8 = quantize_int8(onnx_model_path, tmp_path / "m.int8.onnx", train.images[:256], read_metadata(onnx_model_path))
+    assert "label_map" in read_metadata(int8)
+    report = judge_int8(onnx_model_path, int8, test.images, to_indices(test.labels))
+    assert 0 < report.int8_accuracy <= 1 and report.int8_images_per_s > 0
+    assert report.argmax_agreement > 0.9
+
+
+def test_int8_refused_when_accuracy_loss_exceeds_bound(synthetic_datasets, onnx_model_path, tmp_path):
+    test = synthetic_datasets[1]
+    degraded = _tampered(onnx_model_path, tmp_path / "degraded.onnx")  # stands in for a bad INT8 model
+    report = judge_int8(onnx_model_path, degraded, test.images, to_indices(test.labels), max_loss_points=0.3)
+    assert report.accuracy_loss_points > 0.3
+    assert not report.accepted and "accuracy loss" in report.reason

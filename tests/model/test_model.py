@@ -1,0 +1,71 @@
+"""Model, training config and training behaviour."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sign_model.evaluate import evaluate_model, predict_probabilities
+from sign_model.model import ARCHITECTURES, build_model
+from sign_model.train import PRESETS, TrainConfig, save_training_outputs
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_every_architecture_rescales_inside_and_has_no_augmentation(name):
+    import keras
+
+    model = build_model(name, 0.1)
+    assert isinstance(model.layers[1], keras.layers.Rescaling)
+    assert model.layers[1].scale == pytest.approx(1 / 255)
+    assert not [l for l in model.layers if type(l).__name__.startswith("Random")]
+    assert model.output_shape == (None, 24)
+
+
+def test_config_checks_itself():
+    with pytest.raises(ValueError, match="architecture"):
+        TrainConfig(architecture="resnet9000")
+    with pytest.raises(ValueError, match="val_fraction"):
+        TrainConfig(val_fraction=0.9)
+    with pytest.raises(ValueError, match="Unknown training config keys"):
+        TrainConfig.from_dict({"epochz": 3})
+    assert TrainConfig.from_dict(PRESETS["seed"].to_dict()) == PRESETS["seed"]
+
+
+def test_config_from_yaml_overrides_defaults(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 3\narchitecture: seed_cnn\n")
+    config = TrainConfig.from_file(path)
+    assert config.epochs == 3 and config.architecture == "seed_cnn" and config.batch_size == TrainConfig().batch_size
+
+
+def test_training_learns_far_above_chance(tiny_training, synthetic_datasets):
+    evaluation = evaluate_model(tiny_training.model, synthetic_datasets[1])
+    assert evaluation.overall["accuracy"] > 0.6  # chance is 1/24
+    assert tiny_training.val_rows > 0 and tiny_training.train_rows + tiny_training.val_rows == len(synthetic_datasets[0])
+    assert set(tiny_training.history) >= {"accuracy", "loss", "val_accuracy", "val_loss"}
+
+
+def test_model_takes_raw_pixels_not_scaled_ones(tiny_training, synthetic_datasets):
+    """The seed's bug: feeding pixels/255 to a model that rescales itself must look wrong."""
+    test = synthetic_datasets[1]
+    raw = evaluate_model(tiny_training.model, test).overall["accuracy"]
+    scaled = (predict_probabilities(tiny_training.model, test.images / 255.0).argmax(1)
+              == evaluate_model(tiny_training.model, test).true_index).mean()
+    assert raw > scaled + 0.3
+
+
+def test_one_pixel_shift_keeps_most_predictions(tiny_training, synthetic_datasets):
+    images = synthetic_datasets[1].images
+    base = predict_probabilities(tiny_training.model, images).argmax(1)
+    shifted = predict_probabilities(tiny_training.model, np.roll(images, 1, axis=2)).argmax(1)
+    assert (base == shifted).mean() > 0.85
+
+
+def test_outputs_saved_with_the_whole_config(tiny_training, tmp_path):
+    config = TrainConfig.from_dict({**PRESETS["smoke"].to_dict(), "epochs": 6})
+    paths = save_training_outputs(tiny_training, config, tmp_path)
+    assert json.loads(paths["config"].read_text()) == config.to_dict()
+    assert paths["model"].stat().st_size > 0
+    assert json.loads(paths["history"].read_text())["best_epoch"] == tiny_training.best_epoch
