@@ -356,7 +356,7 @@ def _parse_good_rows(rows: list[bytes], line_numbers: np.ndarray, layout: _Layou
         labels = label_values[:, 0]
         valid = np.isin(labels, list(INDEX_OF_LABEL))
         label_reason = np.where((label_reason == "") & ~valid & ~bad,
-                                np.char.add("label not a Kaggle label (0-24 without 9): ", labels.astype(np.int64).astype(str)),
+                                np.char.add("label not a Kaggle label (0-24 without 9): ", np.nan_to_num(labels).astype(np.int64).astype(str)),
                                 label_reason)
         reasons = np.where(bad, reasons, label_reason)
         bad = reasons != ""

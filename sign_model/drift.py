@@ -19,6 +19,8 @@ _EPS = 1e-4
 
 def image_means(pixels: np.ndarray) -> np.ndarray:
     """Mean intensity per image for (N, 784) or (N, 28, 28) pixels."""
+    if len(pixels) == 0:
+        return np.zeros(0)
     return pixels.reshape(len(pixels), -1).mean(axis=1)
 
 

@@ -1,0 +1,66 @@
+"""Inbox scoring: never twice for the same model, failures moved aside, recovery after a crash."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from flows.scoring import inbox_scoring_flow
+from serving import inbox as inbox_module
+from tests.conftest import kaggle_rows, rows_to_csv, write_text
+
+
+@pytest.fixture()
+def folders(tmp_path, synthetic_files):
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    inbox.mkdir()
+    shutil.copy(synthetic_files[1], inbox / "batch1.csv")
+    write_text(inbox / "batch2.csv", rows_to_csv(kaggle_rows(30, seed=5)))
+    write_text(inbox / "broken.csv", b"not,a,pixel,file\r\n1,2,3,4\r\n")
+    return inbox, outbox
+
+
+def test_flow_scores_each_file_once_and_moves_failures(folders, onnx_model_path):
+    inbox, outbox = folders
+    first = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=str(onnx_model_path))
+    assert sorted(first["scored"]) == ["batch1.csv", "batch2.csv"]
+    assert list(first["failed"]) == ["broken.csv"]
+    assert (inbox / "failed" / "broken.csv").exists()
+    assert "no pixel columns" in (inbox / "failed" / "broken.csv.reason.txt").read_text()
+    assert sorted(p.name for p in (inbox / "processed").iterdir()) == ["batch1.csv", "batch2.csv"]
+    summary = json.loads((outbox / "batch2" / "batch2.summary.json").read_text())
+    assert summary["rows_in"] == 30 == summary["rows_scored"] + summary["rows_rejected"]
+
+    again = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=str(onnx_model_path))
+    assert again["scored"] == [] and again["skipped"] == []
+
+    shutil.copy(inbox / "processed" / "batch2.csv", inbox / "batch2-again.csv")  # same bytes dropped again
+    third = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=str(onnx_model_path))
+    assert third["skipped"] == ["batch2-again.csv"] and third["scored"] == []
+
+
+def test_rerun_after_crash_picks_up_where_it_stopped(folders, onnx_model_path, monkeypatch):
+    inbox, outbox = folders
+    real_write = inbox_module.write_json_atomically
+    calls = {"n": 0}
+
+    def crash_on_second_manifest(payload, path):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise SystemExit("simulated crash after outputs, before the manifest")
+        return real_write(payload, path)
+
+    monkeypatch.setattr(inbox_module, "write_json_atomically", crash_on_second_manifest)
+    from serving.model import load_onnx
+
+    with pytest.raises(SystemExit):
+        inbox_module.score_inbox(inbox, outbox, load_onnx(onnx_model_path))
+    monkeypatch.setattr(inbox_module, "write_json_atomically", real_write)
+    assert (inbox / "processed" / "batch1.csv").exists() and (inbox / "batch2.csv").exists()
+
+    result = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=str(onnx_model_path))
+    assert result["scored"] == ["batch2.csv"]
+    manifest = json.loads((outbox / "manifest.json").read_text())
+    assert sorted(e["input"] for e in manifest["scored"].values()) == ["batch1.csv", "batch2.csv"]
