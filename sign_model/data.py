@@ -311,39 +311,37 @@ def _approx_bytes(chunk_rows: int) -> int:
 
 
 def parse_lines(lines: list[bytes], first_line: int, layout: _Layout) -> Chunk:
-    """Parse raw CSV lines: structurally good lines go through pandas' C parser in one call."""
-    n_fields = len(layout.columns)
-    good: list[bytes] = []
-    good_lines: list[int] = []
+    """Parse raw CSV lines: field counts are checked per line (bytes.count runs in C), then the
+    structurally good lines go through pandas' C parser in one call."""
+    fields = np.fromiter((line.count(b",") + 1 for line in lines), dtype=np.int64, count=len(lines))
+    line_numbers = np.arange(first_line, first_line + len(lines), dtype=np.int64)
+    good = fields == len(layout.columns)
     rejects: list[tuple[int, str]] = []
-    nbytes = 0
-    for offset, raw in enumerate(lines):
-        nbytes += len(raw)
-        line_no = first_line + offset
-        row = raw.rstrip(b"\r\n")
-        fields = row.count(b",") + 1
-        if fields == n_fields:
-            good.append(row)
-            good_lines.append(line_no)
-        else:
-            rejects.append((line_no, _structural_reason(row, fields, n_fields, layout)))
-    chunk = _parse_good_rows(good, np.array(good_lines, dtype=np.int64), layout, rejects)
-    chunk.bytes_read = nbytes
+    if good.all():
+        buffer = b"".join(lines)
+    else:
+        rejects = [(int(line_numbers[i]), _structural_reason(lines[i], int(fields[i]), len(layout.columns)))
+                   for i in np.flatnonzero(~good)]
+        buffer = b"".join(line for line, ok in zip(lines, good) if ok)
+    if not buffer.endswith(b"\n"):
+        buffer += b"\n"
+    chunk = _parse_good_rows(buffer, line_numbers[good], layout, rejects)
+    chunk.bytes_read = sum(map(len, lines))
     return chunk
 
 
-def _structural_reason(row: bytes, fields: int, n_fields: int, layout: _Layout) -> str:
+def _structural_reason(row: bytes, fields: int, n_fields: int) -> str:
     if not row.strip():
         return "empty line"
     return f"wrong number of fields: expected {n_fields}, found {fields}"
 
 
-def _parse_good_rows(rows: list[bytes], line_numbers: np.ndarray, layout: _Layout,
+def _parse_good_rows(buffer: bytes, line_numbers: np.ndarray, layout: _Layout,
                      rejects: list[tuple[int, str]]) -> Chunk:
-    if not rows:
+    if len(line_numbers) == 0:
         return _empty_chunk(layout, rejects)
     frame = pd.read_csv(
-        io.BytesIO(b"\n".join(rows)), header=None, names=range(len(layout.columns)),
+        io.BytesIO(buffer), header=None, names=range(len(layout.columns)),
         dtype={i: str for i, c in enumerate(layout.columns) if c in layout.passthrough},
         engine="c", skip_blank_lines=False, na_filter=True,
     )
@@ -382,27 +380,27 @@ def _checked_numbers(frame: pd.DataFrame, positions: np.ndarray, columns: list[s
                      kind: str) -> tuple[np.ndarray, np.ndarray]:
     """Numeric values of the given columns and a per-row reason ('' when the row is fine)."""
     block = frame.iloc[:, positions]
-    if all(pd.api.types.is_integer_dtype(t) for t in block.dtypes):
-        values = block.to_numpy(dtype=np.float64)
-        reasons = np.full(len(frame), "", dtype=object)
+    reasons = np.full(len(frame), "", dtype=object)
+    if all(pd.api.types.is_integer_dtype(t) for t in block.dtypes):  # the common, fast path
+        values = block.to_numpy(dtype=np.int64)
     else:
-        numeric = block.apply(pd.to_numeric, errors="coerce")
-        values = numeric.to_numpy(dtype=np.float64)
-        reasons = np.full(len(frame), "", dtype=object)
+        values = block.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
         missing = block.isna().to_numpy()
-        non_numeric = np.isnan(values) & ~missing
-        _first_problem(reasons, non_numeric, positions, columns, block, "non-numeric value")
+        _first_problem(reasons, np.isnan(values) & ~missing, positions, columns, block, "non-numeric value")
         _first_problem(reasons, missing, positions, columns, block, "missing value")
-    finite = np.where(np.isnan(values), 0.0, values)
-    _first_problem(reasons, finite != np.round(finite), positions, columns, block, "non-integer value")
+        values = np.where(np.isnan(values), 0.0, values)
+        _first_problem(reasons, values != np.round(values), positions, columns, block, "non-integer value")
     if kind == "pixel":
-        _first_problem(reasons, (finite < 0) | (finite > 255), positions, columns, block, "pixel out of range 0-255")
+        _first_problem(reasons, (values < 0) | (values > 255), positions, columns, block, "pixel out of range 0-255")
     return values, reasons.astype(str)
 
 
 def _first_problem(reasons: np.ndarray, mask: np.ndarray, positions: np.ndarray, columns: list[str],
                    block: pd.DataFrame, what: str) -> None:
-    rows = np.flatnonzero(mask.any(axis=1) & (reasons == ""))
+    flagged = mask.any(axis=1)
+    if not flagged.any():
+        return
+    rows = np.flatnonzero(flagged & (reasons == ""))
     if rows.size == 0:
         return
     first_col = mask[rows].argmax(axis=1)

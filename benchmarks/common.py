@@ -1,0 +1,48 @@
+"""Shared helpers for the benchmark scripts: input files, timing and a printed table."""
+
+from __future__ import annotations
+
+import gzip
+import resource
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REAL_TRAIN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sign-mnist-real" / "train.csv.gz"
+
+
+def real_or_synthetic_csv(workdir: Path, rows: int = 27455) -> tuple[Path, str]:
+    """An uncompressed Kaggle-format CSV: the real training file when present, else synthetic."""
+    target = workdir / "train.csv"
+    if REAL_TRAIN.exists():
+        with gzip.open(REAL_TRAIN, "rb") as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        return target, f"real Kaggle training file ({REAL_TRAIN.name}, 27,455 rows)"
+    from sign_model.synthetic import write_kaggle_csv, generate_images
+
+    write_kaggle_csv(target, *generate_images(rows, seed=0))
+    return target, f"synthetic file ({rows} rows; ../shared not present)"
+
+
+def best_of(fn: Callable[[], object], repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def peak_rss_mb(children: bool = False) -> float:
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+def print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    print(f"\n{title}")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
