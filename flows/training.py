@@ -23,6 +23,12 @@ def resolve_data(train: str | None, test: str | None, home: str) -> pipeline.Dat
 
 
 @task(**IO_RETRIES)
+def check_retrain(files: pipeline.DataFiles, config: dict, experiment: str, force: bool) -> dict:
+    needed, reason = pipeline.retrain_needed(files, TrainConfig.from_dict(config), experiment, force)
+    return {"needed": needed, "reason": reason}
+
+
+@task(**IO_RETRIES)
 def start_run(files: pipeline.DataFiles, config: dict, experiment: str) -> str:
     return pipeline.start_run(files, TrainConfig.from_dict(config), experiment)
 
@@ -52,7 +58,9 @@ def export_model(run_id: str, files: pipeline.DataFiles, trained: dict, out_dir:
     return pipeline.export_step(run_id, files, trained["model_path"], Path(out_dir), int8=int8)
 
 
-@task(**IO_RETRIES)
+# No task-level retries: a retry could register duplicate versions; MLflow's HTTP client already
+# retries transient errors a bounded number of times (sign_model.tracking.HTTP_RETRY_DEFAULTS).
+@task
 def register_models(run_id: str, files: pipeline.DataFiles, trained: dict, evaluated: dict, exported: dict) -> dict:
     return pipeline.register_step(run_id, files, trained, evaluated, exported)
 
@@ -66,8 +74,11 @@ def promote_challenger(accuracy_floor: float, tolerance: float) -> dict:
 def training_flow(train: str | None = None, test: str | None = None, preset: str = "default",
                   overrides: dict | None = None, experiment: str = "sign-language-mnist",
                   accuracy_floor: float = 0.90, tolerance: float = 0.002, int8: bool = True,
-                  home: str | None = None) -> dict:
-    """Validate, explore, train, evaluate, export, register and promote one model."""
+                  home: str | None = None, force: bool = True) -> dict:
+    """Validate, explore, train, evaluate, export, register and promote one model.
+
+    With force=False (scheduled runs) it skips when the training data digest and the config
+    equal those of the current champion's run."""
     logger = get_run_logger()
     paths = default_paths() if home is None else Paths(Path(home))
     config = TrainConfig.from_dict({**PRESETS[preset].to_dict(), **(overrides or {})}).to_dict()
@@ -75,6 +86,10 @@ def training_flow(train: str | None = None, test: str | None = None, preset: str
     if files.synthetic:
         logger.warning("Training on SYNTHETIC data (%s); put the Kaggle files in %s for the real thing.",
                        files.train, paths.data_dir)
+    decision = check_retrain(files, config, experiment, force)
+    if not decision["needed"]:
+        logger.info("Skipping retraining: %s. Pass force=True to retrain anyway.", decision["reason"])
+        return {"skipped": True, "reason": decision["reason"], "data": files.__dict__}
     run_id = start_run(files, config, experiment)
     out = pipeline.run_dir(paths, run_id)
     validate_data(run_id, files, str(out / "validation_report.json"))
@@ -83,8 +98,8 @@ def training_flow(train: str | None = None, test: str | None = None, preset: str
     evaluated = evaluate_model(run_id, files, trained, str(out / "evaluation"))
     exported = export_model(run_id, files, trained, str(out / "onnx"), int8)
     registered = register_models(run_id, files, trained, evaluated, exported)
-    decision = promote_challenger(accuracy_floor, tolerance)
-    return {"run_id": run_id, "data": files.__dict__, "outputs": str(out), **evaluated,
+    promotion = promote_challenger(accuracy_floor, tolerance)
+    return {"skipped": False, "run_id": run_id, "data": files.__dict__, "outputs": str(out), **evaluated,
             "val_accuracy": trained["val_accuracy"], "train_seconds": trained["train_seconds"],
             "parity": exported["parity"], "int8": exported.get("int8"), "registered": registered,
-            "promotion": decision}
+            "promotion": promotion}

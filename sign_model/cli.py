@@ -133,6 +133,7 @@ def train(
     accuracy_floor: Annotated[float, typer.Option(help="Promotion gate: minimum test accuracy.")] = 0.90,
     tolerance: Annotated[float, typer.Option(help="Promotion gate: allowed accuracy drop vs the champion.")] = 0.002,
     int8: Annotated[bool, typer.Option(help="Also build and judge an INT8 ONNX variant.")] = True,
+    skip_if_unchanged: Annotated[bool, typer.Option(help="Skip when data digest and config equal the champion's.")] = False,
 ) -> None:
     """Run the whole training flow (Prefect): validate, explore, train, evaluate, export, register, promote."""
     from sign_model.train import PRESETS, TrainConfig
@@ -141,14 +142,19 @@ def train(
         _fail(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     overrides = TrainConfig.from_file(config).to_dict() if config else {}
     from flows.training import training_flow
-    from sign_model.pipeline import ValidationFailed
+    from sign_model.pipeline import RegistrationFailed, ValidationFailed
+    from sign_model.tracking import TrackingUnavailable
 
     try:
         result = training_flow(train=str(train_csv) if train_csv else None, test=str(test_csv) if test_csv else None,
                                preset=preset, overrides=overrides or None, experiment=experiment,
-                               accuracy_floor=accuracy_floor, tolerance=tolerance, int8=int8)
-    except (ValidationFailed, FileNotFoundError) as exc:
+                               accuracy_floor=accuracy_floor, tolerance=tolerance, int8=int8,
+                               force=not skip_if_unchanged)
+    except (ValidationFailed, RegistrationFailed, TrackingUnavailable, FileNotFoundError) as exc:
         _fail(str(exc))
+    if result["skipped"]:
+        out.print(f"Retraining skipped: {result['reason']}.")
+        return
     _print_training(result)
 
 
@@ -292,6 +298,34 @@ def score_inbox_command(
     out.print(f"scored {result['scored']}, skipped {result['skipped']}, failed {list(result['failed'])}")
     if result["failed"]:
         raise typer.Exit(1)
+
+
+@app.command("serve")
+def serve() -> None:
+    """Long-running service: retraining on a cron schedule, inbox scoring on an interval (Prefect serve).
+
+    Settings from the environment: SIGN_MLOPS_RETRAIN_CRON (default '0 3 * * *'),
+    SIGN_MLOPS_SCORE_INTERVAL (seconds, 300), SIGN_MLOPS_INBOX / SIGN_MLOPS_OUTBOX,
+    SIGN_MLOPS_MODEL_URI, SIGN_MLOPS_PRESET, plus MLFLOW_TRACKING_URI and PREFECT_API_URL.
+    A scheduled retraining skips (and says so) when data and config equal the champion's.
+    """
+    from prefect import serve as prefect_serve
+
+    from flows.scoring import inbox_scoring_flow
+    from flows.training import training_flow
+    from sign_model.config import ServiceSettings
+
+    settings = ServiceSettings.from_env()
+    settings.inbox.mkdir(parents=True, exist_ok=True)
+    retrain = training_flow.to_deployment(
+        name="scheduled-retraining", cron=settings.retrain_cron,
+        parameters={"preset": settings.preset, "force": False}, description="Retrain when data or config changed.")
+    scoring = inbox_scoring_flow.to_deployment(
+        name="inbox-scoring", interval=settings.score_interval_s,
+        parameters={"inbox": str(settings.inbox), "outbox": str(settings.outbox), "model": settings.model_uri})
+    out.print(f"serving: retraining '{settings.retrain_cron}', inbox scoring every {settings.score_interval_s}s "
+              f"({settings.inbox} -> {settings.outbox}); Ctrl-C stops (schedules stay active).")
+    prefect_serve(retrain, scoring, pause_on_shutdown=False)
 
 
 def main() -> None:  # pragma: no cover

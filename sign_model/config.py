@@ -78,3 +78,28 @@ def find_kaggle_file(data_dir: Path, names: tuple[str, ...]) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Settings of the long-running service (`sign-mlops serve`), from the environment."""
+
+    retrain_cron: str = "0 3 * * *"
+    score_interval_s: int = 300
+    inbox: Path = Path("inbox")
+    outbox: Path = Path("outbox")
+    model_uri: str = "models:/sign-mnist-onnx@champion"
+    preset: str = "default"
+
+    @classmethod
+    def from_env(cls) -> "ServiceSettings":
+        env = os.environ
+        home = project_home()
+        return cls(
+            retrain_cron=env.get("SIGN_MLOPS_RETRAIN_CRON", cls.retrain_cron),
+            score_interval_s=int(env.get("SIGN_MLOPS_SCORE_INTERVAL", cls.score_interval_s)),
+            inbox=Path(env.get("SIGN_MLOPS_INBOX", home / "inbox")),
+            outbox=Path(env.get("SIGN_MLOPS_OUTBOX", home / "outbox")),
+            model_uri=env.get("SIGN_MLOPS_MODEL_URI", cls.model_uri),
+            preset=env.get("SIGN_MLOPS_PRESET", cls.preset),
+        )

@@ -28,6 +28,10 @@ class ValidationFailed(RuntimeError):
     """The data validation gate found errors; nothing was trained."""
 
 
+class RegistrationFailed(RuntimeError):
+    """The model could not be registered; its files are kept locally (the message says where)."""
+
+
 @dataclass(frozen=True)
 class DataFiles:
     train: str
@@ -55,6 +59,17 @@ def resolve_data(paths: Paths, train: Path | None = None, test: Path | None = No
     else:
         log.warning("No Kaggle files in %s: using synthetic data in %s", paths.data_dir, paths.synthetic_dir)
     return DataFiles(str(existing[0]), str(existing[1]), synthetic=True)
+
+
+def retrain_needed(files: DataFiles, config: TrainConfig, experiment: str, force: bool = False) -> tuple[bool, str]:
+    """Skip retraining when data digest and config equal the champion's (unless forced)."""
+    from sign_model.registry import champion_matches
+
+    if force:
+        return True, "forced"
+    tracking.configure(experiment)
+    same, reason = champion_matches(file_digest(files.train), config.to_dict())
+    return (not same), reason
 
 
 def start_run(files: DataFiles, config: TrainConfig, experiment: str, run_name: str | None = None) -> str:
@@ -215,14 +230,26 @@ def _log_onnx_model(path: Path, name: str, example: np.ndarray) -> str:
 
 def register_step(run_id: str, files: DataFiles, train_out: dict, eval_out: dict, export_out: dict) -> dict:
     """Register Keras + ONNX (+ INT8) versions as challengers, tagged and linked; parity gates it."""
-    from sign_model import registry
     from sign_model.export import ParityError
 
     if not export_out["parity"]["passed"]:
         raise ParityError(f"ONNX parity failed for run {run_id} (argmax agreement "
                           f"{export_out['parity']['argmax_agreement']:.4%}, max |dp| {export_out['parity']['max_abs_delta']:.2e}); "
                           "nothing was registered. Inspect the export before retrying.")
-    tracking.configure(mlflow.get_experiment(mlflow.get_run(run_id).info.experiment_id).name)
+    try:
+        return _register(run_id, files, train_out, eval_out, export_out)
+    except Exception as exc:
+        local = Path(train_out["model_path"]).parent.parent
+        raise RegistrationFailed(
+            f"Registering run {run_id} failed ({type(exc).__name__}: {str(exc)[:300]}); the trained model, ONNX "
+            f"files and reports are kept in {local}. Fix the tracking server and run 'sign-mlops train' again "
+            "(or register from that folder).") from exc
+
+
+def _register(run_id: str, files: DataFiles, train_out: dict, eval_out: dict, export_out: dict) -> dict:
+    from sign_model import registry
+
+    tracking.configure(experiment=None)
     common = {"run_id": run_id, "train_sha256": file_digest(files.train), "test_accuracy": f"{eval_out['test_accuracy']:.6f}",
               "validation_passed": mlflow.get_run(run_id).data.tags.get("validation_passed", "unknown"),
               "parity_passed": "true", "parity_argmax_agreement": export_out["parity"]["argmax_agreement"],

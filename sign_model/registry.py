@@ -150,3 +150,18 @@ def record_decision(decision: Decision, challenger: ModelVersion) -> None:
         client.set_tag(challenger.run_id, "promotion_reasons", reasons)
         client.log_text(challenger.run_id, json.dumps(asdict(decision), indent=2),
                         f"promotion/decision_v{decision.challenger_version}.json")
+
+
+def champion_matches(train_sha256: str, config: dict, model: str = ONNX_MODEL) -> tuple[bool, str]:
+    """Whether the current champion was trained on the same data digest with the same config."""
+    champion = version_by_alias(model, CHAMPION)
+    if champion is None:
+        return False, "no champion yet"
+    if champion.tags.get("train_sha256") != train_sha256:
+        return False, f"training data changed since champion v{champion.version}"
+    run_id = champion.tags.get("run_id") or champion.run_id
+    params = mlflow.get_run(run_id).data.params if run_id else {}
+    changed = sorted(k for k, v in config.items() if params.get(k) != str(v))
+    if changed:
+        return False, f"training config differs from champion v{champion.version} in {changed}"
+    return True, f"data digest {train_sha256[:12]} and config equal champion v{champion.version}'s"

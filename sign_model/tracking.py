@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,13 +23,32 @@ log = logging.getLogger(__name__)
 DEFAULT_EXPERIMENT = "sign-language-mnist"
 
 
-def configure(experiment: str = DEFAULT_EXPERIMENT, uri: str | None = None) -> str:
-    """Point MLflow at the tracking store and experiment; returns the tracking URI used."""
+# Bounded retries with back-off for a remote tracking server (MLflow's own HTTP retry settings;
+# an explicit value in the environment wins): about 1+2+4+8 s before an error is reported.
+HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                       "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking store cannot be reached (after MLflow's bounded retries)."""
+
+
+def configure(experiment: str | None = DEFAULT_EXPERIMENT, uri: str | None = None) -> str:
+    """Point MLflow at the tracking store (and experiment); returns the tracking URI used."""
+    for key, value in HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     uri = uri or tracking_uri()
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment)
+    if experiment:
+        try:
+            mlflow.set_experiment(experiment)
+        except Exception as exc:  # requests/connection errors surface as several types
+            raise TrackingUnavailable(
+                f"MLflow tracking store {uri} is not reachable ({type(exc).__name__}: {str(exc)[:300]}) after "
+                f"{os.environ['MLFLOW_HTTP_REQUEST_MAX_RETRIES']} retries; check MLFLOW_TRACKING_URI and that "
+                "the server is up.") from exc
     return uri
 
 
