@@ -101,3 +101,17 @@ def test_defective_data_stops_the_flow_before_training(tmp_path, synthetic_files
     assert len(runs) == 1 and runs[0].info.status == "FAILED"
     assert "train_seconds" not in runs[0].data.metrics
     assert version_by_alias(ONNX_MODEL, "challenger") is None
+
+
+def test_unchanged_data_and_config_skip_retraining(flow_result, flow_home):
+    from sign_model.registry import champion_matches
+    from sign_model.train import PRESETS, TrainConfig
+
+    result, _ = flow_result
+    again = training_flow(preset="smoke", overrides=SMOKE, home=str(flow_home), force=False)
+    assert again["skipped"] is True and "equal champion" in again["reason"]
+    changed = TrainConfig.from_dict({**PRESETS["smoke"].to_dict(), **SMOKE, "epochs": 5}).to_dict()
+    sha = mlflow.get_run(result["run_id"]).data.tags["train_sha256"]
+    same, reason = champion_matches(sha, changed)
+    assert not same and "['epochs']" in reason
+    assert "training data changed" in champion_matches("0" * 64, changed)[1]

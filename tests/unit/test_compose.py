@@ -1,0 +1,87 @@
+"""The docker-compose stack is well-formed (no Docker engine here: parse and check it)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def _env_example() -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+             if line.strip() and not line.startswith("#"))
+    return {k: v for k, v in pairs}
+
+
+def test_services_of_the_stack():
+    assert {"postgres", "mlflow", "prefect", "scheduler"} <= set(SERVICES)
+
+
+@pytest.mark.parametrize("name", ["postgres", "mlflow", "prefect", "scheduler"])
+def test_every_service_has_a_healthcheck(name):
+    check = SERVICES[name]["healthcheck"]
+    assert check["test"] and check["retries"] >= 3
+
+
+def test_startup_order_waits_for_healthy_dependencies():
+    for name, service in SERVICES.items():
+        for dep, cond in service.get("depends_on", {}).items():
+            assert dep in SERVICES and cond == {"condition": "service_healthy"}, name
+    assert set(SERVICES["scheduler"]["depends_on"]) == {"mlflow", "prefect"}
+
+
+def test_ports_bound_to_localhost_only():
+    for name, service in SERVICES.items():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond localhost"
+
+
+def test_named_volumes_are_declared():
+    declared = set(COMPOSE["volumes"])
+    for service in SERVICES.values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if not source.startswith((".", "/")):
+                assert source in declared
+
+
+def test_env_references_are_defined_in_env_example_and_secrets_are_not_committed():
+    text = (ROOT / "docker-compose.yml").read_text()
+    referenced = set(re.findall(r"(?<!\$)\$\{([A-Z_][A-Z0-9_]*)\}", text))
+    assert referenced <= set(_env_example()), referenced - set(_env_example())
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+    assert not (ROOT / ".env").exists() or ".env" in (ROOT / ".gitignore").read_text()
+
+
+def test_mlflow_server_on_postgres_with_proxied_artifacts_and_allowed_hosts():
+    command = SERVICES["mlflow"]["command"]
+    assert "postgresql+psycopg2://" in command and "--artifacts-destination /mlartifacts" in command
+    assert "--serve-artifacts" in command and "mlflow:5000" in command
+    assert "psycopg2" in (ROOT / SERVICES["mlflow"]["build"]["dockerfile"]).read_text()
+    assert "postgresql+asyncpg://" in SERVICES["prefect"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
+
+
+def test_scheduler_runs_the_project_image_with_data_inbox_outbox():
+    scheduler = SERVICES["scheduler"]
+    assert scheduler["build"] == "." and (ROOT / "Dockerfile").exists()
+    targets = {v.split(":")[1] for v in scheduler["volumes"]}
+    assert {"/srv/sign-mlops/data", "/srv/sign-mlops/inbox", "/srv/sign-mlops/outbox"} <= targets
+    assert scheduler["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+
+
+@pytest.mark.skipif(shutil.which("docker") is None or subprocess.run(["docker", "compose", "version"],
+                    capture_output=True).returncode != 0, reason="no docker compose client")
+def test_docker_compose_config_accepts_the_file(tmp_path):
+    env = tmp_path / ".env"
+    env.write_text((ROOT / ".env.example").read_text())
+    done = subprocess.run(["docker", "compose", "--env-file", str(env), "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
