@@ -51,29 +51,53 @@ def _move(path: Path, folder: Path) -> Path:
     return target
 
 
-def score_inbox(inbox: Path, outbox: Path, model: LoadedModel, **score_options) -> InboxResult:
-    """Score every pending file once for this model; move it to processed/ or failed/."""
-    result = InboxResult()
+def claim_pending(inbox: Path, outbox: Path, model: LoadedModel, result: InboxResult) -> list[tuple[Path, str]]:
+    """Pending files not yet scored by this model, with their manifest keys; already-scored
+    ones (same bytes, same model) are moved to processed/ and reported as skipped."""
     manifest = load_manifest(outbox)
+    todo = []
     for path in pending_files(inbox):
         key = f"{file_digest(path)}:{model.sha256}"
         if key in manifest["scored"]:
             log.info("skip %s: already scored by this model (%s)", path.name, manifest["scored"][key]["summary"])
             _move(path, inbox / "processed")
             result.skipped.append(path.name)
-            continue
+        else:
+            todo.append((path, key))
+    return todo
+
+
+def mark_failed(inbox: Path, path: Path, reason: str, result: InboxResult) -> None:
+    """Move a file that cannot be scored to failed/ with <name>.reason.txt next to it."""
+    log.error("failed %s: %s", path.name, reason)
+    moved = _move(path, inbox / "failed")
+    moved.with_name(moved.name + ".reason.txt").write_text(reason + "\n")
+    result.failed[path.name] = reason
+
+
+def mark_scored(inbox: Path, outbox: Path, path: Path, key: str, summary: dict, model: LoadedModel,
+                result: InboxResult) -> None:
+    """Record the scored file in the manifest (after its outputs are final), then move it."""
+    manifest = load_manifest(outbox)
+    manifest["scored"][key] = {"input": path.name, "model": model.describe(), "summary": summary["outputs"]["summary"],
+                               "rows_in": summary["rows_in"], "rows_rejected": summary["rows_rejected"]}
+    write_json_atomically(manifest, outbox / "manifest.json")
+    _move(path, inbox / "processed")
+    result.scored.append(path.name)
+
+
+def output_dir(outbox: Path, path: Path) -> Path:
+    return outbox / path.name.removesuffix(".gz").removesuffix(".csv")
+
+
+def score_inbox(inbox: Path, outbox: Path, model: LoadedModel, **score_options) -> InboxResult:
+    """Score every pending file once for this model; move it to processed/ or failed/."""
+    result = InboxResult()
+    for path, key in claim_pending(inbox, outbox, model, result):
         try:
-            summary = score_file(path, model, outbox / path.name.removesuffix(".gz").removesuffix(".csv"),
-                                 overwrite=True, **score_options)
+            summary = score_file(path, model, output_dir(outbox, path), overwrite=True, **score_options)
         except ScoringError as exc:
-            log.error("failed %s: %s", path.name, exc)
-            moved = _move(path, inbox / "failed")
-            moved.with_name(moved.name + ".reason.txt").write_text(str(exc) + "\n")
-            result.failed[path.name] = str(exc)
+            mark_failed(inbox, path, str(exc), result)
             continue
-        manifest["scored"][key] = {"input": path.name, "model": model.describe(), "summary": summary["outputs"]["summary"],
-                                   "rows_in": summary["rows_in"], "rows_rejected": summary["rows_rejected"]}
-        write_json_atomically(manifest, outbox / "manifest.json")
-        _move(path, inbox / "processed")
-        result.scored.append(path.name)
+        mark_scored(inbox, outbox, path, key, summary, model, result)
     return result

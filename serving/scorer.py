@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import IO
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +23,11 @@ import pandas as pd
 
 from serving.model import LoadedModel
 from serving.outputs import AtomicFile, refuse_existing, write_json_atomically
-from sign_model.data import Chunk, DataFormatError, file_digest, iter_chunks
+from sign_model.data import (PIXEL_COLUMNS, Chunk, DataFormatError, check_pixel_header, file_digest, iter_chunks,
+                              read_header)
 from sign_model.drift import DriftAccumulator
 
+REJECTS_HEADER = "row,reason\n"
 LOW_CONFIDENCE = 0.5
 TOP_K = 3
 DEFAULT_CHUNK_ROWS = 4096
@@ -49,8 +52,8 @@ class OutputPaths:
         return [self.predictions, self.rejects, self.summary]
 
 
-class _Totals:
-    """Running counts for the summary."""
+class Totals:
+    """Running counts for the summary; mergeable, so pieces scored elsewhere add up exactly."""
 
     def __init__(self, model: LoadedModel) -> None:
         self.rows_in = self.scored = self.rejected = self.labelled = self.correct = self.low_conf = 0
@@ -58,6 +61,33 @@ class _Totals:
         self.classes = np.zeros(len(model.letters), dtype=np.int64)
         self.drift = DriftAccumulator(model.profile) if model.profile else None
         self.reject_reasons: dict[str, int] = {}
+
+    def update(self, chunk: Chunk, probs: np.ndarray, labels: np.ndarray) -> None:
+        pred = probs.argmax(axis=1)
+        conf = probs.max(axis=1)
+        self.rows_in += chunk.rows_in
+        self.scored += len(pred)
+        self.rejected += len(chunk.rejects)
+        self.confidence_sum += float(conf.sum())
+        self.low_conf += int((conf < LOW_CONFIDENCE).sum())
+        self.classes += np.bincount(pred, minlength=len(self.classes))
+        if chunk.labels is not None:
+            self.labelled += len(pred)
+            self.correct += int((labels[pred] == chunk.labels).sum())
+        if self.drift is not None:
+            self.drift.update(chunk.pixels, pred)
+        for _, reason in chunk.rejects:
+            kind = reason.split(":")[0].split(" in column")[0]
+            self.reject_reasons[kind] = self.reject_reasons.get(kind, 0) + 1
+
+    def merge(self, other: "Totals") -> None:
+        for name in ("rows_in", "scored", "rejected", "labelled", "correct", "low_conf", "confidence_sum"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.classes += other.classes
+        if self.drift is not None and other.drift is not None:
+            self.drift.merge(other.drift)
+        for kind, n in other.reject_reasons.items():
+            self.reject_reasons[kind] = self.reject_reasons.get(kind, 0) + n
 
 
 def _threaded(chunks: Iterator[Chunk], depth: int) -> Iterator[Chunk]:
@@ -126,23 +156,19 @@ def predictions_frame(chunk: Chunk, probs: np.ndarray, model: LoadedModel) -> pd
     return frame
 
 
-def _update(totals: _Totals, chunk: Chunk, probs: np.ndarray, model: LoadedModel) -> None:
-    pred = probs.argmax(axis=1)
-    conf = probs.max(axis=1)
-    totals.rows_in += chunk.rows_in
-    totals.scored += len(pred)
-    totals.rejected += len(chunk.rejects)
-    totals.confidence_sum += float(conf.sum())
-    totals.low_conf += int((conf < LOW_CONFIDENCE).sum())
-    totals.classes += np.bincount(pred, minlength=len(model.letters))
-    if chunk.labels is not None:
-        totals.labelled += len(pred)
-        totals.correct += int((np.array(model.labels)[pred] == chunk.labels).sum())
-    if totals.drift is not None:
-        totals.drift.update(chunk.pixels, pred)
-    for _, reason in chunk.rejects:
-        kind = reason.split(":")[0].split(" in column")[0]
-        totals.reject_reasons[kind] = totals.reject_reasons.get(kind, 0) + 1
+def score_chunks(chunks: Iterator[Chunk], model: LoadedModel, predictions: IO[str], rejects: IO[str],
+                 totals: Totals, batch_size: int = 1024, header: bool = True,
+                 on_progress: Callable[[int, int], None] | None = None) -> None:
+    """Score parsed chunks, appending prediction rows and reject rows (no headers for rejects)."""
+    labels = np.array(model.labels)
+    for chunk in chunks:
+        probs = _predict(model, chunk.pixels, batch_size)
+        predictions_frame(chunk, probs, model).to_csv(predictions, index=False, header=header, float_format="%.6f")
+        header = False
+        pd.DataFrame(chunk.rejects, columns=["row", "reason"]).to_csv(rejects, index=False, header=False)
+        totals.update(chunk, probs, labels)
+        if on_progress:
+            on_progress(chunk.rows_in, chunk.bytes_read)
 
 
 def score_file(input_path: Path, model: LoadedModel, out_dir: Path, overwrite: bool = False,
@@ -156,23 +182,15 @@ def score_file(input_path: Path, model: LoadedModel, out_dir: Path, overwrite: b
     start = time.perf_counter()
     input_sha = _digest_in_background(input_path) if input_path.is_file() else None
     predictions, rejects = AtomicFile(paths.predictions), AtomicFile(paths.rejects)
-    rejects.handle.write("row,reason\n")
-    totals = _Totals(model)
-    header_written = False
+    totals = Totals(model)
     try:
-        for chunk in _threaded(iter_chunks(input_path, chunk_rows), queue_depth):
-            probs = _predict(model, chunk.pixels, batch_size)
-            frame = predictions_frame(chunk, probs, model)
-            frame.to_csv(predictions.handle, index=False, header=not header_written, float_format="%.6f")
-            header_written = True
-            pd.DataFrame(chunk.rejects, columns=["row", "reason"]).to_csv(rejects.handle, index=False, header=False)
-            _update(totals, chunk, probs, model)
-            if on_progress:
-                on_progress(chunk.rows_in, chunk.bytes_read)
-        if not header_written:
-            predictions.handle.write(",".join(_empty_header(input_path, model)) + "\n")
-        _check_nothing_lost(totals, input_path)
-        summary = _summary(totals, input_path, input_sha() if input_sha else "", model, time.perf_counter() - start, paths)
+        rejects.handle.write(REJECTS_HEADER)
+        predictions.handle.write(",".join(prediction_columns(input_path, model)) + "\n")
+        chunks = _threaded(iter_chunks(input_path, chunk_rows), queue_depth)
+        score_chunks(chunks, model, predictions.handle, rejects.handle, totals, batch_size, header=False,
+                     on_progress=on_progress)
+        summary = finish_summary(totals, input_path, input_sha() if input_sha else "", model,
+                                 time.perf_counter() - start, paths)
         predictions.commit()
         rejects.commit()
         write_json_atomically(summary, paths.summary)
@@ -193,18 +211,26 @@ def _predict(model: LoadedModel, pixels: np.ndarray, batch_size: int) -> np.ndar
     return np.concatenate([model.predict(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)])
 
 
-def _empty_header(input_path: Path, model: LoadedModel) -> list[str]:
-    empty = Chunk(np.zeros(0, np.int64), np.zeros((0, 784), np.float32), None, pd.DataFrame())
-    return list(predictions_frame(empty, np.zeros((0, len(model.letters)), np.float32), model).columns)
+def prediction_columns(input_path: Path, model: LoadedModel) -> list[str]:
+    """Header of the predictions file: row, pass-through columns, [true_label, correct], predictions."""
+    columns = read_header(input_path)
+    check_pixel_header(columns, input_path)
+    passthrough = [c for c in columns if c != "label" and c not in PIXEL_COLUMNS and c]
+    labelled = ["true_label", "correct"] if "label" in columns else []
+    tops = [f"top{k + 1}_{what}" for k in range(TOP_K) for what in ("letter", "prob")]
+    return ["row", *passthrough, *labelled, "pred_label", "pred_letter", "confidence", *tops]
 
 
-def _check_nothing_lost(totals: _Totals, input_path: Path) -> None:
+def finish_summary(totals: Totals, input_path: Path, input_sha: str, model: LoadedModel, seconds: float,
+                   paths: OutputPaths) -> dict:
+    """Check rows in = scored + rejected, then build the summary."""
     if totals.rows_in != totals.scored + totals.rejected:
         raise ScoringError(f"{input_path}: rows in ({totals.rows_in}) != scored ({totals.scored}) + rejected "
                            f"({totals.rejected}); this is a bug, please report it. No outputs were written.")
+    return _summary(totals, input_path, input_sha, model, seconds, paths)
 
 
-def _summary(totals: _Totals, input_path: Path, input_sha: str, model: LoadedModel, seconds: float,
+def _summary(totals: Totals, input_path: Path, input_sha: str, model: LoadedModel, seconds: float,
              paths: OutputPaths) -> dict:
     scored = max(totals.scored, 1)
     return {

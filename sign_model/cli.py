@@ -226,6 +226,8 @@ def score(
     chunk_rows: Annotated[int, typer.Option(help="Rows parsed per chunk (memory stays flat).")] = 4096,
     batch_size: Annotated[int, typer.Option(help="Rows per onnxruntime call.")] = 1024,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads (0 = all cores).")] = 0,
+    dask_address: Annotated[Optional[str], typer.Option(help="Fan out over a Dask cluster, e.g. tcp://scheduler:8786.",
+                                                        envvar="SIGN_MLOPS_DASK_ADDRESS")] = None,
 ) -> None:
     """Batch-score CSV files with an ONNX model: predictions, rejects and a summary per file."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -236,6 +238,9 @@ def score(
     from sign_model.config import default_paths
 
     files = _expand_inputs(inputs)
+    if dask_address:
+        _score_on_cluster(files, model, out_dir, overwrite, dask_address)
+        return
     if model.startswith("models:/"):
         from sign_model import tracking
 
@@ -265,6 +270,23 @@ def score(
         raise typer.Exit(1)
 
 
+def _score_on_cluster(files: list[Path], model: str, out_dir: Path, overwrite: bool, address: str) -> None:
+    from flows.scoring import dask_runner, score_files_flow
+    from serving.scorer import ScoringError
+
+    try:
+        runner = dask_runner(address)
+    except ScoringError as exc:
+        _fail(str(exc))
+    result = score_files_flow.with_options(task_runner=runner)([str(f) for f in files], model, str(out_dir), overwrite)
+    for summary in result["summaries"].values():
+        _print_summary(summary)
+    for name, reason in result["failed"].items():
+        console.print(f"[bold red]error:[/] {name}: {reason}")
+    if result["failed"]:
+        raise typer.Exit(1)
+
+
 def _print_summary(s: dict) -> None:
     acc = f", accuracy {s['accuracy']:.4%}" if s["accuracy"] is not None else ""
     drift = s["drift"]
@@ -285,16 +307,23 @@ def score_inbox_command(
     outbox: Annotated[Path, typer.Option(help="Folder for outputs (one sub-folder per input) and manifest.json.")] = Path("outbox"),
     model: Annotated[str, typer.Option(help="An .onnx file or models:/<name>@<alias>.")] = "models:/sign-mnist-onnx@champion",
     every: Annotated[int, typer.Option(help="Seconds between runs; 0 = run once and exit.")] = 0,
+    dask_address: Annotated[Optional[str], typer.Option(help="Fan out over a Dask cluster, e.g. tcp://scheduler:8786.",
+                                                        envvar="SIGN_MLOPS_DASK_ADDRESS")] = None,
 ) -> None:
     """Score every new file in the inbox once per model (Prefect flow), once or on an interval."""
     from flows.scoring import inbox_scoring_flow
+    from serving.scorer import ScoringError
 
     inbox.mkdir(parents=True, exist_ok=True)
     if every > 0:
         inbox_scoring_flow.serve(name="inbox-scoring", interval=every,
-                                 parameters={"inbox": str(inbox.resolve()), "outbox": str(outbox.resolve()), "model": model})
+                                 parameters={"inbox": str(inbox.resolve()), "outbox": str(outbox.resolve()), "model": model,
+                                             "dask_address": dask_address})
         return
-    result = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=model)
+    try:
+        result = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=model, dask_address=dask_address)
+    except ScoringError as exc:
+        _fail(str(exc))
     out.print(f"scored {result['scored']}, skipped {result['skipped']}, failed {list(result['failed'])}")
     if result["failed"]:
         raise typer.Exit(1)
@@ -322,7 +351,8 @@ def serve() -> None:
         parameters={"preset": settings.preset, "force": False}, description="Retrain when data or config changed.")
     scoring = inbox_scoring_flow.to_deployment(
         name="inbox-scoring", interval=settings.score_interval_s,
-        parameters={"inbox": str(settings.inbox), "outbox": str(settings.outbox), "model": settings.model_uri})
+        parameters={"inbox": str(settings.inbox), "outbox": str(settings.outbox), "model": settings.model_uri,
+                    "dask_address": os.environ.get("SIGN_MLOPS_DASK_ADDRESS")})
     out.print(f"serving: retraining '{settings.retrain_cron}', inbox scoring every {settings.score_interval_s}s "
               f"({settings.inbox} -> {settings.outbox}); Ctrl-C stops (schedules stay active).")
     prefect_serve(retrain, scoring, pause_on_shutdown=False)

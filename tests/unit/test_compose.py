@@ -85,3 +85,14 @@ def test_docker_compose_config_accepts_the_file(tmp_path):
     done = subprocess.run(["docker", "compose", "--env-file", str(env), "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_scale_profile_adds_dask_scheduler_and_workers_on_the_project_image():
+    scheduler, worker = SERVICES["dask-scheduler"], SERVICES["dask-worker"]
+    assert scheduler["profiles"] == ["scale"] and worker["profiles"] == ["scale"]
+    assert scheduler["build"] == "." and worker["build"] == "."
+    assert "tcp://dask-scheduler:8786" in worker["command"]
+    assert worker["depends_on"] == {"dask-scheduler": {"condition": "service_healthy"}}
+    shared = {v.split(":")[1] for v in worker["volumes"]} & {v.split(":")[1] for v in SERVICES["scheduler"]["volumes"]}
+    assert {"/srv/sign-mlops/inbox", "/srv/sign-mlops/outbox"} <= shared
+    assert "SIGN_MLOPS_DASK_ADDRESS" in SERVICES["scheduler"]["environment"]

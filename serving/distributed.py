@@ -1,0 +1,206 @@
+"""Scale-out scoring: split files into pieces (byte ranges aligned to lines), score pieces on any
+worker, merge them back into exactly the outputs the single-machine scorer writes.
+
+No Dask or Prefect here: `flows/scoring.py` runs `score_piece` as Prefect tasks on a
+DaskTaskRunner. Workers need the input files and the model on a path they can read (a shared
+volume) or a `models:/` URI they can resolve.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from serving.model import LoadedModel, resolve
+from serving.outputs import AtomicFile, refuse_existing, write_json_atomically
+from serving.scorer import (REJECTS_HEADER, OutputPaths, ScoringError, Totals, finish_summary, prediction_columns,
+                            score_chunks)
+from sign_model.data import _GZIP_MAGIC, DataFormatError, check_pixel_header, file_digest, parse_lines, read_header
+from sign_model.data import _layout as layout_of
+
+DEFAULT_PIECE_BYTES = 32 << 20  # ~12 k Kaggle rows: seconds of work, small next to task overhead
+_MODELS: dict[str, LoadedModel] = {}  # per worker process: each model is loaded once
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Rows of one file between two byte offsets; `first_line` is the file line of its first row."""
+
+    path: str
+    index: int
+    start: int
+    end: int  # -1: to the end of the file (whole gzip files are one piece)
+    first_line: int
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == _GZIP_MAGIC
+
+
+def plan_pieces(path: Path, piece_bytes: int = DEFAULT_PIECE_BYTES) -> list[Piece]:
+    """Cut a plain CSV into line-aligned byte ranges of about piece_bytes (a .gz file is one piece)."""
+    path = Path(path)
+    columns = read_header(path)
+    check_pixel_header(columns, path)
+    if _is_gzip(path):
+        return [Piece(str(path), 0, -1, -1, 2)]
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        fh.readline()
+        starts = [fh.tell()]
+        while starts[-1] + piece_bytes < size:
+            fh.seek(starts[-1] + piece_bytes)
+            fh.readline()
+            if fh.tell() >= size:
+                break
+            starts.append(fh.tell())
+    lines = _line_numbers_at(path, starts)
+    ends = starts[1:] + [size]
+    return [Piece(str(path), i, s, e, line) for i, (s, e, line) in enumerate(zip(starts, ends, lines))]
+
+
+def _line_numbers_at(path: Path, offsets: list[int]) -> list[int]:
+    """File line number (1-based) starting at each byte offset, counting newlines in one pass."""
+    result, newlines, position = [], 0, 0
+    with open(path, "rb") as fh:
+        for offset in offsets:
+            while position < offset:
+                block = fh.read(min(1 << 24, offset - position))
+                newlines += block.count(b"\n")
+                position += len(block)
+            result.append(newlines + 1)
+    return result
+
+
+def load_model_once(model_spec: str, cache_dir: str, expected_sha256: str) -> LoadedModel:
+    """The worker's copy of the model, loaded on first use and checked against the driver's sha256."""
+    model = _MODELS.get(expected_sha256)
+    if model is None:
+        model = resolve(model_spec, Path(cache_dir), threads=1)
+        if model.sha256 != expected_sha256:
+            raise ScoringError(f"worker {os.getpid()} loaded {model_spec} with sha256 {model.sha256[:12]}..., "
+                               f"the driver expected {expected_sha256[:12]}...; is the model path shared?")
+        _MODELS[expected_sha256] = model
+    return model
+
+
+def _piece_lines(piece: Piece, chunk_rows: int):
+    """Raw lines of a piece in blocks of chunk_rows, with the line number of each block's first line."""
+    from sign_model.data import open_binary
+
+    with open_binary(piece.path) as fh:
+        fh.readline()
+        if piece.start >= 0:
+            fh.seek(piece.start)
+            data = io.BytesIO(fh.read(piece.end - piece.start))
+        else:
+            data = fh
+        line = piece.first_line
+        while True:
+            try:
+                lines = data.readlines(chunk_rows * 2200)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise DataFormatError(f"{piece.path} after line {line - 1}: the file ends early or is corrupt ({exc}).") from exc
+            if not lines:
+                return
+            yield lines, line
+            line += len(lines)
+
+
+def score_piece(piece: Piece, model_spec: str, cache_dir: str, model_sha256: str, parts_dir: str,
+                chunk_rows: int = 4096, batch_size: int = 1024) -> dict:
+    """Score one piece into parts_dir/<index>.pred.csv and .rej.csv (atomic); return its counts.
+
+    Data errors come back as {"error": ...} (retrying cannot fix them); anything else raises,
+    so the orchestrator retries the piece. Re-running a piece rewrites the same part files.
+    """
+    model = load_model_once(model_spec, cache_dir, model_sha256)
+    path = Path(piece.path)
+    layout = layout_of(read_header(path), b"")
+    totals = Totals(model)
+    pred = AtomicFile(Path(parts_dir) / f"{piece.index:06d}.pred.csv")
+    rej = AtomicFile(Path(parts_dir) / f"{piece.index:06d}.rej.csv")
+    try:
+        chunks = (parse_lines(lines, first, layout) for lines, first in _piece_lines(piece, chunk_rows))
+        score_chunks(chunks, model, pred.handle, rej.handle, totals, batch_size, header=False)
+    except DataFormatError as exc:
+        pred.abort()
+        rej.abort()
+        return {"index": piece.index, "error": str(exc)}
+    except BaseException:
+        pred.abort()
+        rej.abort()
+        raise
+    pred.commit()
+    rej.commit()
+    return {"index": piece.index, "error": None, "pid": os.getpid(), **totals_to_dict(totals)}
+
+
+def totals_to_dict(totals: Totals) -> dict:
+    out = {k: getattr(totals, k) for k in ("rows_in", "scored", "rejected", "labelled", "correct", "low_conf",
+                                           "confidence_sum")}
+    out["classes"] = totals.classes.tolist()
+    out["reject_reasons"] = dict(totals.reject_reasons)
+    out["intensity_counts"] = totals.drift.intensity_counts.tolist() if totals.drift else None
+    out["drift_classes"] = totals.drift.class_counts.tolist() if totals.drift else None
+    return out
+
+
+def _totals_from_dict(values: dict, model: LoadedModel) -> Totals:
+    totals = Totals(model)
+    for key in ("rows_in", "scored", "rejected", "labelled", "correct", "low_conf", "confidence_sum"):
+        setattr(totals, key, values[key])
+    totals.classes = np.array(values["classes"], dtype=np.int64)
+    totals.reject_reasons = dict(values["reject_reasons"])
+    if totals.drift is not None and values["intensity_counts"] is not None:
+        totals.drift.intensity_counts = np.array(values["intensity_counts"], dtype=np.int64)
+        totals.drift.class_counts = np.array(values["drift_classes"], dtype=np.int64)
+    return totals
+
+
+def merge_pieces(input_path: Path, results: list[dict], parts_dir: Path, out_dir: Path, model: LoadedModel,
+                 started: float, overwrite: bool = False) -> dict:
+    """Concatenate part files in piece order into the final outputs (atomic) and merge the counts."""
+    input_path = Path(input_path)
+    errors = [r["error"] for r in results if r.get("error")]
+    if errors:
+        raise ScoringError(errors[0])
+    results = sorted(results, key=lambda r: r["index"])
+    if [r["index"] for r in results] != list(range(len(results))):
+        raise ScoringError(f"{input_path}: pieces missing from the results; no outputs written.")
+    paths = OutputPaths.for_input(input_path, out_dir)
+    refuse_existing(paths.all(), overwrite)
+    totals = Totals(model)
+    for result in results:
+        totals.merge(_totals_from_dict(result, model))
+    pred, rej = AtomicFile(paths.predictions), AtomicFile(paths.rejects)
+    try:
+        pred.handle.write(",".join(prediction_columns(input_path, model)) + "\n")
+        rej.handle.write(REJECTS_HEADER)
+        for result in results:
+            for suffix, target in (("pred", pred), ("rej", rej)):
+                with open(parts_dir / f"{result['index']:06d}.{suffix}.csv", encoding="utf-8") as part:
+                    shutil.copyfileobj(part, target.handle, 1 << 20)
+        summary = finish_summary(totals, input_path, file_digest(input_path), model, time.perf_counter() - started, paths)
+        summary["pieces"] = len(results)
+        summary["workers"] = len({r["pid"] for r in results})
+        pred.commit()
+        rej.commit()
+    except BaseException:
+        pred.abort()
+        rej.abort()
+        raise
+    write_json_atomically(summary, paths.summary)
+    return summary
+
+
+def piece_dicts(pieces: list[Piece]) -> list[dict]:
+    return [asdict(p) for p in pieces]
