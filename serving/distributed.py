@@ -116,7 +116,7 @@ def _piece_lines(piece: Piece, chunk_rows: int):
 
 
 def score_piece(piece: Piece, model_spec: str, cache_dir: str, model_sha256: str, parts_dir: str,
-                chunk_rows: int = 4096, batch_size: int = 1024) -> dict:
+                chunk_rows: int = 4096, batch_size: int = 256) -> dict:
     """Score one piece into parts_dir/<index>.pred.csv and .rej.csv (atomic); return its counts.
 
     Data errors come back as {"error": ...} (retrying cannot fix them); anything else raises,

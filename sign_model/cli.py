@@ -224,7 +224,7 @@ def score(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for <name>.predictions.csv, .rejects.csv, .summary.json.")] = Path("outputs/scores"),
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
     chunk_rows: Annotated[int, typer.Option(help="Rows parsed per chunk (memory stays flat).")] = 4096,
-    batch_size: Annotated[int, typer.Option(help="Rows per onnxruntime call.")] = 1024,
+    batch_size: Annotated[int, typer.Option(help="Rows per onnxruntime call.")] = 256,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads (0 = all cores).")] = 0,
     dask_address: Annotated[Optional[str], typer.Option(help="Fan out over a Dask cluster, e.g. tcp://scheduler:8786.",
                                                         envvar="SIGN_MLOPS_DASK_ADDRESS")] = None,

@@ -340,11 +340,7 @@ def _parse_good_rows(buffer: bytes, line_numbers: np.ndarray, layout: _Layout,
                      rejects: list[tuple[int, str]]) -> Chunk:
     if len(line_numbers) == 0:
         return _empty_chunk(layout, rejects)
-    frame = pd.read_csv(
-        io.BytesIO(buffer), header=None, names=range(len(layout.columns)),
-        dtype={i: str for i, c in enumerate(layout.columns) if c in layout.passthrough},
-        engine="c", skip_blank_lines=False, na_filter=True,
-    )
+    frame = _read_rows(buffer, layout)
     pixels, pixel_reason = _checked_numbers(frame, layout.pixel_positions, layout.columns, "pixel")
     bad = pixel_reason != ""
     labels = None
@@ -352,13 +348,14 @@ def _parse_good_rows(buffer: bytes, line_numbers: np.ndarray, layout: _Layout,
     if layout.label_position is not None:
         label_values, label_reason = _checked_numbers(frame, np.array([layout.label_position]), layout.columns, "label")
         labels = label_values[:, 0]
-        valid = np.isin(labels, list(INDEX_OF_LABEL))
-        label_reason = np.where((label_reason == "") & ~valid & ~bad,
-                                np.char.add("label not a Kaggle label (0-24 without 9): ", np.nan_to_num(labels).astype(np.int64).astype(str)),
-                                label_reason)
+        invalid = (label_reason == "") & ~np.isin(labels, list(INDEX_OF_LABEL)) & ~bad
+        for row in np.flatnonzero(invalid):
+            label_reason[row] = f"label not a Kaggle label (0-24 without 9): {int(labels[row])}"
         reasons = np.where(bad, reasons, label_reason)
         bad = reasons != ""
-    header_repeat = frame.iloc[:, 0].astype(str).str.strip().eq(layout.columns[0]).to_numpy()
+    first = frame.iloc[:, 0]
+    header_repeat = (np.zeros(len(frame), dtype=bool) if pd.api.types.is_numeric_dtype(first)
+                     else first.astype(str).str.strip().eq(layout.columns[0]).to_numpy())
     if header_repeat.any():
         reasons = np.where(header_repeat, "repeated header line", reasons)
         bad = bad | header_repeat
@@ -376,12 +373,26 @@ def _parse_good_rows(buffer: bytes, line_numbers: np.ndarray, layout: _Layout,
     )
 
 
+def _read_rows(buffer: bytes, layout: _Layout) -> pd.DataFrame:
+    """Parse rows with pandas' C parser: straight into uint8 when every cell is a valid pixel
+    (the common case, ~20 % faster and 8x smaller), else generically so each bad cell can be named."""
+    text = {i: str for i, c in enumerate(layout.columns) if c in layout.passthrough}
+    options = {"header": None, "names": range(len(layout.columns)), "engine": "c", "skip_blank_lines": False}
+    numeric = [i for i in range(len(layout.columns)) if i not in text]
+    try:
+        return pd.read_csv(io.BytesIO(buffer), dtype={**text, **{i: np.uint8 for i in numeric}}, **options)
+    except (ValueError, OverflowError):  # a missing, non-numeric, fractional or out-of-range cell
+        return pd.read_csv(io.BytesIO(buffer), dtype=text, **options)
+
+
 def _checked_numbers(frame: pd.DataFrame, positions: np.ndarray, columns: list[str],
                      kind: str) -> tuple[np.ndarray, np.ndarray]:
     """Numeric values of the given columns and a per-row reason ('' when the row is fine)."""
     block = frame.iloc[:, positions]
     reasons = np.full(len(frame), "", dtype=object)
-    if all(pd.api.types.is_integer_dtype(t) for t in block.dtypes):  # the common, fast path
+    if all(t == np.uint8 for t in block.dtypes):  # the fast path: nothing can be wrong
+        return block.to_numpy(), reasons.astype("U200")
+    if all(pd.api.types.is_integer_dtype(t) for t in block.dtypes):
         values = block.to_numpy(dtype=np.int64)
     else:
         values = block.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
@@ -392,7 +403,7 @@ def _checked_numbers(frame: pd.DataFrame, positions: np.ndarray, columns: list[s
         _first_problem(reasons, values != np.round(values), positions, columns, block, "non-integer value")
     if kind == "pixel":
         _first_problem(reasons, (values < 0) | (values > 255), positions, columns, block, "pixel out of range 0-255")
-    return values, reasons.astype(str)
+    return values, reasons.astype("U200")
 
 
 def _first_problem(reasons: np.ndarray, mask: np.ndarray, positions: np.ndarray, columns: list[str],

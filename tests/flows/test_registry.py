@@ -24,7 +24,7 @@ def _new_version(onnx_path, accuracy: float, parity: str = "true") -> str:
     return str(version.version)
 
 
-def test_gate_keeps_better_champion_and_records_reasons(mlflow_store, onnx_model_path):
+def test_gate_keeps_better_champion_and_records_reasons(mlflow_store, onnx_model_path, tmp_path):
     mlflow.set_experiment("gate")
     policy = registry.GatePolicy(accuracy_floor=0.8, tolerance=0.002)
     v1 = _new_version(onnx_model_path, 0.95)
@@ -38,7 +38,8 @@ def test_gate_keeps_better_champion_and_records_reasons(mlflow_store, onnx_model
     assert any(r.startswith("FAIL") and "champion v1" in r for r in worse.reasons)
     mv = mlflow.MlflowClient().get_model_version(registry.ONNX_MODEL, v2)
     assert mv.tags["promotion_decision"] == "rejected" and "FAIL" in mv.tags["promotion_reasons"]
-    local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=f"promotion/decision_v{v2}.json")
+    local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=f"promotion/decision_v{v2}.json",
+                                                dst_path=str(tmp_path))
     decision = json.loads(open(local).read())
     assert decision["promoted"] is False and decision["champion_version"] == v1
 
