@@ -20,10 +20,9 @@ import numpy as np
 
 from serving.model import LoadedModel, resolve
 from serving.outputs import AtomicFile, refuse_existing, write_json_atomically
-from serving.scorer import (REJECTS_HEADER, OutputPaths, ScoringError, Totals, finish_summary, prediction_columns,
-                            score_chunks)
-from sign_model.data import _GZIP_MAGIC, DataFormatError, check_pixel_header, file_digest, parse_lines, read_header
-from sign_model.data import _layout as layout_of
+from serving.scorer import REJECTS_HEADER, OutputPaths, ScoringError, Totals, finish_summary, prediction_columns, score_chunks
+from sign_model.data import (GZIP_MAGIC, DataFormatError, check_pixel_header, column_layout, file_digest, parse_lines,
+                              read_header)
 
 DEFAULT_PIECE_BYTES = 32 << 20  # ~12 k Kaggle rows: seconds of work, small next to task overhead
 _MODELS: dict[str, LoadedModel] = {}  # per worker process: each model is loaded once
@@ -42,7 +41,7 @@ class Piece:
 
 def _is_gzip(path: Path) -> bool:
     with open(path, "rb") as fh:
-        return fh.read(2) == _GZIP_MAGIC
+        return fh.read(2) == GZIP_MAGIC
 
 
 def plan_pieces(path: Path, piece_bytes: int = DEFAULT_PIECE_BYTES) -> list[Piece]:
@@ -124,7 +123,7 @@ def score_piece(piece: Piece, model_spec: str, cache_dir: str, model_sha256: str
     """
     model = load_model_once(model_spec, cache_dir, model_sha256)
     path = Path(piece.path)
-    layout = layout_of(read_header(path), b"")
+    layout = column_layout(read_header(path))
     totals = Totals(model)
     pred = AtomicFile(Path(parts_dir) / f"{piece.index:06d}.pred.csv")
     rej = AtomicFile(Path(parts_dir) / f"{piece.index:06d}.rej.csv")

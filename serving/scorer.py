@@ -14,16 +14,16 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import IO
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pandas as pd
 
 from serving.model import LoadedModel
 from serving.outputs import AtomicFile, refuse_existing, write_json_atomically
-from sign_model.data import (PIXEL_COLUMNS, Chunk, DataFormatError, check_pixel_header, file_digest, iter_chunks,
+from sign_model.data import (Chunk, DataFormatError, check_pixel_header, column_layout, file_digest, iter_chunks,
                               read_header)
 from sign_model.drift import DriftAccumulator
 
@@ -216,10 +216,10 @@ def prediction_columns(input_path: Path, model: LoadedModel) -> list[str]:
     """Header of the predictions file: row, pass-through columns, [true_label, correct], predictions."""
     columns = read_header(input_path)
     check_pixel_header(columns, input_path)
-    passthrough = [c for c in columns if c != "label" and c not in PIXEL_COLUMNS and c]
-    labelled = ["true_label", "correct"] if "label" in columns else []
+    layout = column_layout(columns)
+    labelled = ["true_label", "correct"] if layout.label_position is not None else []
     tops = [f"top{k + 1}_{what}" for k in range(TOP_K) for what in ("letter", "prob")]
-    return ["row", *passthrough, *labelled, "pred_label", "pred_letter", "confidence", *tops]
+    return ["row", *layout.passthrough, *labelled, "pred_label", "pred_letter", "confidence", *tops]
 
 
 def finish_summary(totals: Totals, input_path: Path, input_sha: str, model: LoadedModel, seconds: float,

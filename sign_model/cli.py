@@ -256,7 +256,7 @@ def score(
                       TimeElapsedColumn(), console=console, transient=True) as progress:
             task = progress.add_task(f"scoring {path.name}", total=total, rows=0)
 
-            def advance(rows: int, nbytes: int) -> None:
+            def advance(rows: int, nbytes: int, task=task) -> None:
                 progress.update(task, advance=nbytes, rows=progress.tasks[task].fields["rows"] + rows)
 
             try:

@@ -28,7 +28,7 @@ IMAGE_SIDE = 28
 NUM_PIXELS = IMAGE_SIDE * IMAGE_SIDE
 PIXEL_COLUMNS: tuple[str, ...] = tuple(f"pixel{i}" for i in range(1, NUM_PIXELS + 1))
 KAGGLE_HEADER: tuple[str, ...] = ("label", *PIXEL_COLUMNS)
-_GZIP_MAGIC = b"\x1f\x8b"
+GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -67,7 +67,7 @@ def open_binary(path: str | Path) -> IO[bytes]:
         raise DataFormatError(f"{path}: is a directory, expected a .csv or .csv.gz file.")
     with open(path, "rb") as fh:
         magic = fh.read(2)
-    return gzip.open(path, "rb") if magic == _GZIP_MAGIC else open(path, "rb")
+    return gzip.open(path, "rb") if magic == GZIP_MAGIC else open(path, "rb")
 
 
 def _decode_header(raw: bytes, path: Path) -> list[str]:
@@ -255,22 +255,21 @@ class Chunk:
 
 
 @dataclass(frozen=True)
-class _Layout:
+class Layout:
     columns: list[str]
     pixel_positions: np.ndarray
     label_position: int | None
     passthrough: list[str]
-    header_bytes: bytes
 
 
-def _layout(columns: list[str], header_line: bytes) -> _Layout:
+def column_layout(columns: list[str]) -> Layout:
+    """Where the pixel, label and pass-through columns are in a header."""
     position = {name: i for i, name in enumerate(columns)}
-    return _Layout(
+    return Layout(
         columns=columns,
         pixel_positions=np.array([position[c] for c in PIXEL_COLUMNS]),
         label_position=position.get("label"),
         passthrough=[c for c in columns if c != "label" and c not in PIXEL_COLUMNS and c],
-        header_bytes=header_line.removeprefix(_BOM).rstrip(b"\r\n"),
     )
 
 
@@ -290,7 +289,7 @@ def iter_chunks(path: str | Path, chunk_rows: int = 8192) -> Iterator[Chunk]:
     with fh:
         columns = _decode_header(header_line, path)
         check_pixel_header(columns, path)
-        layout = _layout(columns, header_line)
+        layout = column_layout(columns)
         next_line = 2
         while True:
             try:
@@ -310,7 +309,7 @@ def _approx_bytes(chunk_rows: int) -> int:
     return chunk_rows * 2200  # a Kaggle row is ~2-3 kB; readlines stops near this many bytes
 
 
-def parse_lines(lines: list[bytes], first_line: int, layout: _Layout) -> Chunk:
+def parse_lines(lines: list[bytes], first_line: int, layout: Layout) -> Chunk:
     """Parse raw CSV lines: field counts are checked per line (bytes.count runs in C), then the
     structurally good lines go through pandas' C parser in one call."""
     fields = np.fromiter((line.count(b",") + 1 for line in lines), dtype=np.int64, count=len(lines))
@@ -336,7 +335,7 @@ def _structural_reason(row: bytes, fields: int, n_fields: int) -> str:
     return f"wrong number of fields: expected {n_fields}, found {fields}"
 
 
-def _parse_good_rows(buffer: bytes, line_numbers: np.ndarray, layout: _Layout,
+def _parse_good_rows(buffer: bytes, line_numbers: np.ndarray, layout: Layout,
                      rejects: list[tuple[int, str]]) -> Chunk:
     if len(line_numbers) == 0:
         return _empty_chunk(layout, rejects)
@@ -373,7 +372,7 @@ def _parse_good_rows(buffer: bytes, line_numbers: np.ndarray, layout: _Layout,
     )
 
 
-def _read_rows(buffer: bytes, layout: _Layout) -> pd.DataFrame:
+def _read_rows(buffer: bytes, layout: Layout) -> pd.DataFrame:
     """Parse rows with pandas' C parser: straight into uint8 when every cell is a valid pixel
     (the common case, ~20 % faster and 8x smaller), else generically so each bad cell can be named."""
     text = {i: str for i, c in enumerate(layout.columns) if c in layout.passthrough}
@@ -421,7 +420,7 @@ def _first_problem(reasons: np.ndarray, mask: np.ndarray, positions: np.ndarray,
         reasons[row] = f"{what} in column {columns[positions[col]]}: {value!r}"
 
 
-def _empty_chunk(layout: _Layout, rejects: list[tuple[int, str]]) -> Chunk:
+def _empty_chunk(layout: Layout, rejects: list[tuple[int, str]]) -> Chunk:
     return Chunk(
         line_numbers=np.zeros(0, np.int64),
         pixels=np.zeros((0, NUM_PIXELS), np.float32),

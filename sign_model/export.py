@@ -51,7 +51,6 @@ def model_metadata(run_id: str | None, data_digest: str | None, extra: dict[str,
 
 def keras_to_onnx(model, path: Path, metadata: dict[str, str], opset: int = OPSET) -> Path:
     """Convert a Keras inference model to a checked ONNX file with metadata."""
-    import onnx
     import tensorflow as tf
     import tf2onnx
 

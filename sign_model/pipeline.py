@@ -176,7 +176,6 @@ def export_step(run_id: str, files: DataFiles, model_path: str, out_dir: Path, i
     from sign_model import export
     from sign_model.drift import build_profile, profile_json
     from sign_model.evaluate import predict_probabilities
-    from sign_model.train import to_indices
 
     train, test = load_dataset(files.train), load_dataset(files.test)
     model = keras.models.load_model(model_path)
