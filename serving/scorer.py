@@ -125,8 +125,16 @@ def _threaded(chunks: Iterator[Chunk], depth: int) -> Iterator[Chunk]:
 
 
 def _digest_in_background(path: Path) -> Callable[[], str]:
+    """sha256 of the input computed while it is being scored (hashlib releases the GIL)."""
     result: dict[str, str] = {}
-    thread = threading.Thread(target=lambda: result.setdefault("sha", file_digest(path)), daemon=True)
+
+    def digest() -> None:
+        try:
+            result["sha"] = file_digest(path)
+        except OSError:  # the file vanished or is unreadable: the scoring itself reports that
+            result["sha"] = ""
+
+    thread = threading.Thread(target=digest, name="input-sha256", daemon=True)
     thread.start()
 
     def wait() -> str:

@@ -174,16 +174,38 @@ def test_serve_registers_both_schedules_and_skips_unchanged_data(trained, server
         by_name = {d["name"]: d for d in deployments}
         assert {"scheduled-retraining", "inbox-scoring"} <= set(by_name)
         assert all(not by_name[n]["paused"] and by_name[n]["schedules"] for n in ("scheduled-retraining", "inbox-scoring"))
+        runs_before = _mlflow_runs(servers)
         run = _prefect_post(servers, f"/deployments/{by_name['scheduled-retraining']['id']}/create_flow_run", {})
         state = _wait_for_final_state(servers, run["id"])
         assert state == "COMPLETED", log.read_text()[-3000:]
-        logs = _prefect_post(servers, "/logs/filter", {"logs": {"flow_run_id": {"any_": [run["id"]]}}})
-        assert any("Skipping retraining" in entry["message"] for entry in logs)
+        messages = _wait_for_log(servers, run["id"], "Skipping retraining")
+        assert any("Skipping retraining" in m for m in messages), messages
+        assert _mlflow_runs(servers) == runs_before  # nothing was trained
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=30)
     after = {d["name"]: d for d in _prefect_post(servers, "/deployments/filter")}
     assert not after["scheduled-retraining"]["paused"] and not after["inbox-scoring"]["paused"]
+
+
+def _mlflow_runs(servers: dict) -> int:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=servers["mlflow"])
+    return sum(len(client.search_runs([e.experiment_id])) for e in client.search_experiments())
+
+
+def _wait_for_log(servers: dict, run_id: str, text: str, timeout: float = 60) -> list[str]:
+    """Flow-run logs reach the API in batches after the run ends: poll until `text` shows up."""
+    deadline = time.time() + timeout
+    messages: list[str] = []
+    while time.time() < deadline:
+        logs = _prefect_post(servers, "/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}})
+        messages = [entry["message"] for entry in logs]
+        if any(text in m for m in messages):
+            break
+        time.sleep(2)
+    return messages
 
 
 def _wait_for_deployments(servers: dict, proc: subprocess.Popen, log: Path, timeout: float = 120) -> list:
