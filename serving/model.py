@@ -120,13 +120,31 @@ def _from_registry(name: str, alias: str | None, version: str | None, cache_dir:
                          f"{mlflow.get_tracking_uri()} ({exc.message if hasattr(exc, 'message') else exc}); "
                          "train and promote a model first, or check MLFLOW_TRACKING_URI.") from exc
     target = cache_dir / name / f"v{mv.version}"
-    onnx_files = sorted(target.rglob("*.onnx")) if target.exists() else []
-    if not onnx_files:
-        tmp = cache_dir / name / f".v{mv.version}.download"
-        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(tmp))
-        tmp.replace(target) if not target.exists() else None
-        onnx_files = sorted(target.rglob("*.onnx"))
+    if not sorted(target.rglob("*.onnx")):
+        _download(f"models:/{name}/{mv.version}", target)
+    onnx_files = sorted(target.rglob("*.onnx"))
     if not onnx_files:
         raise ModelError(f"models:/{name}/{mv.version} holds no .onnx file; is it the ONNX registered model?")
     return load_onnx(onnx_files[0], threads, name=name, version=str(mv.version),
                      expected_sha256=mv.tags.get("onnx_sha256"))
+
+
+def _download(uri: str, target: Path) -> None:
+    """Download a registry version into target via a private temp folder and a rename, so
+    concurrent scorers (e.g. Dask workers on one host) never see a half-downloaded model."""
+    import shutil
+    import tempfile
+
+    import mlflow
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp))
+        shutil.rmtree(target, ignore_errors=True)  # a stale folder without a model
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first; its copy is as good
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

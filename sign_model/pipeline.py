@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import numpy as np
@@ -20,6 +20,9 @@ from sign_model import tracking
 from sign_model.config import TEST_NAMES, TRAIN_NAMES, Paths, find_kaggle_file
 from sign_model.data import file_digest, load_dataset
 from sign_model.train import TrainConfig
+
+if TYPE_CHECKING:
+    from sign_model.registry import GatePolicy
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +270,7 @@ def _register(run_id: str, files: DataFiles, train_out: dict, eval_out: dict, ex
             "int8_version": str(onnx_tags["int8_version"]) if "int8_version" in onnx_tags else None}
 
 
-def promote_step(policy=None, force: bool = False, why: str | None = None) -> dict:
+def promote_step(policy: "GatePolicy | None" = None, force: bool = False, why: str | None = None) -> dict:
     """Run the promotion gate on the current ONNX challenger."""
     from sign_model import registry
 
@@ -281,6 +284,3 @@ def promote_step(policy=None, force: bool = False, why: str | None = None) -> di
 def run_dir(paths: Paths, run_id: str) -> Path:
     return paths.outputs_dir / "runs" / run_id
 
-
-def scratch_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="sign-mlops-"))
