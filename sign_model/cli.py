@@ -181,8 +181,9 @@ def _print_training(result: dict) -> None:
     for reason in p["reasons"]:
         out.print(f"  {reason}")
     uri = tracking_uri()
-    out.print(f"\nOpen the MLflow UI:  mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite")
-              else f"\nMLflow UI: {uri}")
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    out.print(f"\nOpen the MLflow UI:  {mlflow_cli} ui --backend-store-uri {uri}" if uri.startswith("sqlite")
+              else f"\nMLflow UI: {uri}", soft_wrap=True)
 
 
 @app.command("promote")
