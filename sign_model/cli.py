@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 # Quieter defaults; an explicit setting in the environment wins.
@@ -20,12 +21,12 @@ app = typer.Typer(help="Train, track, export and batch-score Sign Language MNIST
                   pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Synthesise, validate and explore Kaggle-format CSV files.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)  # long paths and commands stay copy-pastable
+out = Console(soft_wrap=True)
 
 
 def _fail(message: str, code: int = 1) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
 
 
@@ -90,18 +91,31 @@ def _print_report(report) -> None:
     for name, info in report.files.items():
         counts = info.get("class_counts")
         if counts:
-            table = Table(title=f"{name}: {info['rows']} rows", show_header=True)
-            for letter in counts:
-                table.add_column(letter, justify="right")
-            table.add_row(*[str(v) for v in counts.values()])
-            out.print(table)
+            out.print(_class_count_table(f"{name}: {info['rows']} rows", counts))
     for key, value in report.stats.items():
         out.print(f"{key}: {value}")
     for finding in report.warnings:
-        out.print(f"[yellow]warning[/] [{finding.check}] {finding.message}")
+        out.print(f"[yellow]warning[/] {escape(f'[{finding.check}] {finding.message}')}")
     for finding in report.errors:
-        out.print(f"[red]ERROR[/] [{finding.check}] {finding.message}")
+        out.print(f"[red]ERROR[/] {escape(f'[{finding.check}] {finding.message}')}")
     out.print("[green]validation passed[/]" if report.passed else f"[red]validation failed: {len(report.errors)} error(s)[/]")
+
+
+def _class_count_table(title: str, counts: dict[str, int], pairs: int = 4) -> Table:
+    """Rows per letter as a compact grid (letter, rows) x pairs, readable in 80 columns."""
+    table = Table(title=title)
+    for _ in range(pairs):
+        table.add_column("letter")
+        table.add_column("rows", justify="right")
+    items = list(counts.items())
+    height = -(-len(items) // pairs)
+    for r in range(height):
+        cells: list[str] = []
+        for c in range(pairs):
+            i = c * height + r
+            cells += [items[i][0], str(items[i][1])] if i < len(items) else ["", ""]
+        table.add_row(*cells)
+    return table
 
 
 @data_app.command("explore")
@@ -179,7 +193,7 @@ def _print_training(result: dict) -> None:
         table.add_row(key, value)
     out.print(table)
     for reason in p["reasons"]:
-        out.print(f"  {reason}")
+        out.print(f"  {escape(reason)}")
     uri = tracking_uri()
     mlflow_cli = Path(sys.executable).with_name("mlflow")
     out.print(f"\nOpen the MLflow UI:  {mlflow_cli} ui --backend-store-uri {uri}" if uri.startswith("sqlite")
@@ -263,7 +277,7 @@ def score(
             try:
                 summary = score_file(path, loaded, out_dir, overwrite, chunk_rows, batch_size, on_progress=advance)
             except (ScoringError, OutputExistsError) as exc:
-                console.print(f"[bold red]error:[/] {exc}")
+                console.print(f"[bold red]error:[/] {escape(str(exc))}")
                 failures += 1
                 continue
         _print_summary(summary)
@@ -283,7 +297,7 @@ def _score_on_cluster(files: list[Path], model: str, out_dir: Path, overwrite: b
     for summary in result["summaries"].values():
         _print_summary(summary)
     for name, reason in result["failed"].items():
-        console.print(f"[bold red]error:[/] {name}: {reason}")
+        console.print(f"[bold red]error:[/] {escape(f'{name}: {reason}')}")
     if result["failed"]:
         raise typer.Exit(1)
 
@@ -325,7 +339,7 @@ def score_inbox_command(
         result = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=model, dask_address=dask_address)
     except ScoringError as exc:
         _fail(str(exc))
-    out.print(f"scored {result['scored']}, skipped {result['skipped']}, failed {list(result['failed'])}")
+    out.print(escape(f"scored {result['scored']}, skipped {result['skipped']}, failed {list(result['failed'])}"))
     if result["failed"]:
         raise typer.Exit(1)
 

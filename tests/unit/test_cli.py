@@ -1,0 +1,43 @@
+"""The command line: help, synth, validate (exit codes, named lines), split."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from sign_model.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_every_step():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("data", "train", "promote", "score", "score-inbox", "serve"):
+        assert command in result.output
+
+
+def test_synth_validate_and_a_planted_error(tmp_path):
+    assert runner.invoke(app, ["data", "synth", "--out", str(tmp_path), "--train-rows", "480", "--test-rows", "96"]).exit_code == 0
+    train, test = tmp_path / "sign_mnist_train.csv", tmp_path / "sign_mnist_test.csv"
+    ok = runner.invoke(app, ["data", "validate", str(train), "--test", str(test), "--report", str(tmp_path / "r.json")])
+    assert ok.exit_code == 0, ok.output
+    assert "validation passed" in ok.output and (tmp_path / "r.json").exists()
+    lines = train.read_bytes().split(b"\r\n")
+    lines[3] = b"9" + lines[3][lines[3].index(b","):]
+    train.write_bytes(b"\r\n".join(lines))
+    bad = runner.invoke(app, ["data", "validate", str(train)])
+    assert bad.exit_code == 1 and "line 4" in bad.output and "label_set" in bad.output
+
+
+def test_split_writes_a_grouped_holdout(tmp_path):
+    runner.invoke(app, ["data", "synth", "--out", str(tmp_path), "--train-rows", "480", "--test-rows", "24"])
+    result = runner.invoke(app, ["data", "split", str(tmp_path / "sign_mnist_train.csv"), "--out", str(tmp_path / "h")])
+    assert result.exit_code == 0, result.output
+    train_rows = (tmp_path / "h" / "sign_mnist_train.csv").read_bytes().count(b"\r\n") - 1
+    test_rows = (tmp_path / "h" / "sign_mnist_test.csv").read_bytes().count(b"\r\n") - 1
+    assert train_rows + test_rows == 480 and 24 <= test_rows <= 120
+
+
+def test_score_with_a_missing_model_says_what_to_do(tmp_path):
+    result = runner.invoke(app, ["score", str(tmp_path / "x.csv"), "--model", str(tmp_path / "none.onnx")])
+    assert result.exit_code == 1 and "not found" in result.output
