@@ -68,3 +68,33 @@ def test_failed_parity_registers_nothing(mlflow_store):
         register_step("run", files, {}, {"test_accuracy": 0.99}, export_out)
     assert registry.version_by_alias(registry.ONNX_MODEL, "challenger") is None
     assert registry.version_by_alias(registry.KERAS_MODEL, "challenger") is None
+
+
+def test_registration_failure_keeps_files_and_says_where(mlflow_store, tmp_path):
+    from sign_model.pipeline import RegistrationFailed
+
+    model_dir = tmp_path / "runs" / "r1" / "model"
+    model_dir.mkdir(parents=True)
+    train_csv = tmp_path / "train.csv"
+    train_csv.write_text("label\n")
+    mlflow.set_experiment("registration-failure")
+    with mlflow.start_run() as run:
+        pass
+    export_out = {"parity": {"passed": True, "argmax_agreement": 1.0, "max_abs_delta": 0.0},
+                  "onnx_model_uri": "models:/m-does-not-exist", "onnx_sha256": "x"}
+    with pytest.raises(RegistrationFailed, match=str(tmp_path / "runs" / "r1")):
+        register_step(run.info.run_id, DataFiles(str(train_csv), str(train_csv), False),
+                      {"model_path": str(model_dir / "model.keras"), "keras_model_uri": "models:/m-does-not-exist"},
+                      {"test_accuracy": 0.99}, export_out)
+
+
+def test_unreachable_tracking_server_is_reported_clearly(monkeypatch):
+    from sign_model.tracking import TrackingUnavailable, configure
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    try:
+        with pytest.raises(TrackingUnavailable, match="not reachable.*MLFLOW_TRACKING_URI"):
+            configure("x", uri="http://127.0.0.1:9")
+    finally:
+        mlflow.set_tracking_uri(None)
