@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -75,7 +76,7 @@ def _score_files_on_cluster(files: list[Path], model: LoadedModel, model_spec: s
             continue
         parts = work / f"{i:04d}"
         parts.mkdir()
-        futures = [score_piece.submit(distributed.asdict(p), spec, cache, model.sha256, str(parts)) for p in pieces]
+        futures = [score_piece.submit(asdict(p), spec, cache, model.sha256, str(parts)) for p in pieces]
         submitted.append((path, out_dirs[i], parts, futures, started))
     for path, out_dir, parts, futures, started in submitted:
         try:

@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -199,7 +199,3 @@ def merge_pieces(input_path: Path, results: list[dict], parts_dir: Path, out_dir
         raise
     write_json_atomically(summary, paths.summary)
     return summary
-
-
-def piece_dicts(pieces: list[Piece]) -> list[dict]:
-    return [asdict(p) for p in pieces]

@@ -6,7 +6,6 @@ Route: `tf2onnx.convert.from_function` on a `tf.function` with an explicit input
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -197,9 +196,3 @@ def read_metadata(path: Path) -> dict[str, str]:
 
     proto = onnx.load(str(path), load_external_data=False)
     return {p.key: p.value for p in proto.metadata_props}
-
-
-def write_json(payload: dict, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2))
-    return path

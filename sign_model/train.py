@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,6 @@ class TrainResult:
     train_seconds: float
     val_accuracy: float
     val_loss: float
-    split: dict[str, list[int]] = field(repr=False, default_factory=dict)
 
 
 def to_indices(labels: np.ndarray) -> np.ndarray:
@@ -207,7 +206,6 @@ def train_model(dataset: SignDataset, config: TrainConfig, callbacks: list | Non
     return TrainResult(
         model=model, history=history, best_epoch=best + 1, train_rows=len(train_idx), val_rows=len(val_idx),
         train_seconds=seconds, val_accuracy=history["val_accuracy"][best], val_loss=history["val_loss"][best],
-        split={"train": train_idx.tolist(), "val": val_idx.tolist()},
     )
 
 
