@@ -37,9 +37,17 @@ class RegistrationFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class DataFiles:
+    """The inputs of one pipeline run: paths plus their sha256, computed once and passed on."""
+
     train: str
     test: str
     synthetic: bool
+    train_sha256: str
+    test_sha256: str
+
+    @classmethod
+    def of(cls, train: Path | str, test: Path | str, synthetic: bool) -> "DataFiles":
+        return cls(str(train), str(test), synthetic, file_digest(train), file_digest(test))
 
 
 def resolve_data(paths: Paths, train: Path | None = None, test: Path | None = None,
@@ -48,7 +56,7 @@ def resolve_data(paths: Paths, train: Path | None = None, test: Path | None = No
     train = train or find_kaggle_file(paths.data_dir, TRAIN_NAMES)
     test = test or find_kaggle_file(paths.data_dir, TEST_NAMES)
     if train and test:
-        return DataFiles(str(train), str(test), synthetic=False)
+        return DataFiles.of(train, test, synthetic=False)
     if train or test:
         raise FileNotFoundError(
             f"Found only one of the Kaggle files in {paths.data_dir} (train={train}, test={test}); "
@@ -61,7 +69,7 @@ def resolve_data(paths: Paths, train: Path | None = None, test: Path | None = No
         existing = synthesize_split(paths.synthetic_dir, *synthetic_rows)
     else:
         log.warning("No Kaggle files in %s: using synthetic data in %s", paths.data_dir, paths.synthetic_dir)
-    return DataFiles(str(existing[0]), str(existing[1]), synthetic=True)
+    return DataFiles.of(existing[0], existing[1], synthetic=True)
 
 
 def retrain_needed(files: DataFiles, config: TrainConfig, experiment: str, force: bool = False) -> tuple[bool, str]:
@@ -71,14 +79,14 @@ def retrain_needed(files: DataFiles, config: TrainConfig, experiment: str, force
     if force:
         return True, "forced"
     tracking.configure(experiment)
-    same, reason = champion_matches(file_digest(files.train), config.to_dict())
+    same, reason = champion_matches(files.train_sha256, config.to_dict())
     return (not same), reason
 
 
 def start_run(files: DataFiles, config: TrainConfig, experiment: str, run_name: str | None = None) -> str:
     """Open the MLflow run for this pipeline: params, tags, data digests; returns its id."""
     tracking.configure(experiment)
-    tags = {"train_sha256": file_digest(files.train), "test_sha256": file_digest(files.test),
+    tags = {"train_sha256": files.train_sha256, "test_sha256": files.test_sha256,
             "synthetic_data": str(files.synthetic).lower(), "python": platform.python_version()}
     commit = tracking.git_commit()
     if commit:
@@ -252,7 +260,7 @@ def _register(run_id: str, files: DataFiles, train_out: dict, eval_out: dict, ex
     from sign_model import registry
 
     tracking.configure(experiment=None)
-    common = {"run_id": run_id, "train_sha256": file_digest(files.train), "test_accuracy": f"{eval_out['test_accuracy']:.6f}",
+    common = {"run_id": run_id, "train_sha256": files.train_sha256, "test_accuracy": f"{eval_out['test_accuracy']:.6f}",
               "validation_passed": mlflow.get_run(run_id).data.tags.get("validation_passed", "unknown"),
               "parity_passed": "true", "parity_argmax_agreement": export_out["parity"]["argmax_agreement"],
               "parity_max_abs_delta": export_out["parity"]["max_abs_delta"]}

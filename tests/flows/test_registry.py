@@ -62,7 +62,7 @@ def test_floor_and_parity_block_promotion_unless_forced(mlflow_store, onnx_model
 
 
 def test_failed_parity_registers_nothing(mlflow_store):
-    files = DataFiles("train.csv", "test.csv", False)
+    files = DataFiles("train.csv", "test.csv", False, "a" * 64, "b" * 64)
     export_out = {"parity": {"passed": False, "argmax_agreement": 0.97, "max_abs_delta": 0.3}}
     with pytest.raises(ParityError, match="nothing was registered"):
         register_step("run", files, {}, {"test_accuracy": 0.99}, export_out)
@@ -83,7 +83,7 @@ def test_registration_failure_keeps_files_and_says_where(mlflow_store, tmp_path)
     export_out = {"parity": {"passed": True, "argmax_agreement": 1.0, "max_abs_delta": 0.0},
                   "onnx_model_uri": "models:/m-does-not-exist", "onnx_sha256": "x"}
     with pytest.raises(RegistrationFailed, match=str(tmp_path / "runs" / "r1")):
-        register_step(run.info.run_id, DataFiles(str(train_csv), str(train_csv), False),
+        register_step(run.info.run_id, DataFiles.of(train_csv, train_csv, False),
                       {"model_path": str(model_dir / "model.keras"), "keras_model_uri": "models:/m-does-not-exist"},
                       {"test_accuracy": 0.99}, export_out)
 
