@@ -13,10 +13,12 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from serving import distributed
-from serving.inbox import InboxResult, claim_pending, mark_failed, mark_scored, output_dir, score_inbox
-from serving.model import LoadedModel, resolve
+from serving.inbox import DEFAULT_SETTLE_S, InboxError, InboxResult, score_inbox
+from serving.model import LoadedModel, ModelError, resolve
 from serving.scorer import ScoringError
 from sign_model.config import default_paths
+from sign_model.csvformat import DataFormatError
+from sign_model.tracking import TrackingUnavailable
 
 SCHEDULER_TIMEOUT_S = 10
 
@@ -25,17 +27,26 @@ def _load(model_spec: str, cache_dir: str) -> LoadedModel:
     if model_spec.startswith("models:/"):
         from sign_model import tracking
 
-        tracking.configure(experiment=None)
+        tracking.configure(experiment=None, scoring=True)
     return resolve(model_spec, Path(cache_dir))
 
 
-# The inbox is idempotent (manifest + atomic outputs), so retrying after an IO error is safe.
-@task(retries=2, retry_delay_seconds=5)
-def score_pending(inbox: str, outbox: str, model_spec: str, cache_dir: str) -> dict:
-    """Load the model (from the registry when given models:/...) and score the pending files."""
-    model = _load(model_spec, cache_dir)
-    result = score_inbox(Path(inbox), Path(outbox), model)
-    return {"scored": result.scored, "skipped": result.skipped, "failed": result.failed, "model": model.describe()}
+def _failed_run(message: str) -> dict:
+    """The result of an inbox run that could not start or stopped early (nothing was lost)."""
+    return {**InboxResult().as_dict(), "error": message, "model": {}}
+
+
+# No retries: the inbox is idempotent, but a file that fails is moved to failed/ with its reason
+# and a machine problem (disk full) needs a person; the next scheduled run picks up the rest.
+@task
+def score_pending(inbox: str, outbox: str, model_spec: str, cache_dir: str, settle_s: float) -> dict:
+    """Load the model (from the registry when given models:/...) and score the complete files."""
+    try:
+        model = _load(model_spec, cache_dir)
+        result = score_inbox(Path(inbox), Path(outbox), model, settle_s)
+    except (ModelError, InboxError, TrackingUnavailable) as exc:
+        return _failed_run(str(exc))
+    return {**result.as_dict(), "error": None, "model": model.describe()}
 
 
 # A piece re-run rewrites the same part files, so retries (and Dask re-running the piece of a
@@ -57,7 +68,8 @@ def check_scheduler(address: str, timeout: float = SCHEDULER_TIMEOUT_S) -> None:
 
 
 def _score_files_on_cluster(files: list[Path], model: LoadedModel, model_spec: str, out_dirs: list[Path],
-                            overwrite: bool, piece_bytes: int, parts_root: Path) -> tuple[dict[str, dict], dict[str, str]]:
+                            overwrite: bool, piece_bytes: int, parts_root: Path,
+                            input_labels: list[str] | None = None) -> tuple[dict[str, dict], dict[str, ScoringError]]:
     """Submit every piece of every file first, then merge file by file (in input order).
 
     Part files go to a temporary folder under parts_root, which workers must be able to write
@@ -67,24 +79,29 @@ def _score_files_on_cluster(files: list[Path], model: LoadedModel, model_spec: s
     parts_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".pieces-", dir=parts_root))
     submitted, failed, summaries = [], {}, {}
-    for i, path in enumerate(files):
-        started = time.perf_counter()
-        try:
-            pieces = distributed.plan_pieces(path, piece_bytes)
-        except Exception as exc:  # DataFormatError (header), missing file
-            failed[str(path)] = str(exc)
-            continue
-        parts = work / f"{i:04d}"
-        parts.mkdir()
-        futures = [score_piece.submit(asdict(p), spec, cache, model.sha256, str(parts)) for p in pieces]
-        submitted.append((path, out_dirs[i], parts, futures, started))
-    for path, out_dir, parts, futures, started in submitted:
-        try:
-            summaries[str(path)] = distributed.merge_pieces(path, [f.result() for f in futures], parts, out_dir,
-                                                            model, started, overwrite)
-        except (ScoringError, FileExistsError) as exc:
-            failed[str(path)] = str(exc)
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        for i, path in enumerate(files):
+            started = time.perf_counter()
+            try:
+                pieces = distributed.plan_pieces(path, piece_bytes)
+            except (DataFormatError, OSError) as exc:  # header, missing file
+                failed[str(path)] = ScoringError(str(exc))
+                continue
+            parts = work / f"{i:04d}"
+            parts.mkdir()
+            futures = [score_piece.submit(asdict(p), spec, cache, model.sha256, str(parts)) for p in pieces]
+            submitted.append((i, path, out_dirs[i], parts, futures, started))
+        for i, path, out_dir, parts, futures, started in submitted:
+            label = input_labels[i] if input_labels else None
+            try:
+                summaries[str(path)] = distributed.merge_pieces(path, [f.result() for f in futures], parts, out_dir,
+                                                                model, started, overwrite, input_label=label)
+            except ScoringError as exc:
+                failed[str(path)] = exc
+            except FileExistsError as exc:
+                failed[str(path)] = ScoringError(str(exc))
+    finally:  # a failed or interrupted run leaves no .pieces-* folder behind
+        shutil.rmtree(work, ignore_errors=True)
     return summaries, failed
 
 
@@ -96,24 +113,30 @@ def score_files_flow(inputs: list[str], model: str, out_dir: str, overwrite: boo
     files = [Path(p) for p in inputs]
     summaries, failed = _score_files_on_cluster(files, loaded, model, [Path(out_dir)] * len(files), overwrite,
                                                 piece_bytes, Path(out_dir))
-    return {"summaries": summaries, "failed": failed}
+    return {"summaries": summaries, "failed": {name: str(exc) for name, exc in failed.items()}}
 
 
 @flow(name="sign-mnist-inbox-scoring-dask", log_prints=True)
-def inbox_on_cluster_flow(inbox: str, outbox: str, model: str, piece_bytes: int = distributed.DEFAULT_PIECE_BYTES) -> dict:
-    """The inbox, with scoring fanned out over the flow's task runner."""
-    loaded = _load(model, str(default_paths().model_cache))
-    result = InboxResult()
-    todo = claim_pending(Path(inbox), Path(outbox), loaded, result)
-    out_dirs = [output_dir(Path(outbox), p) for p, _ in todo]
-    summaries, failed = _score_files_on_cluster([p for p, _ in todo], loaded, model, out_dirs, True, piece_bytes,
-                                                Path(outbox))
-    for path, key in todo:
-        if str(path) in failed:
-            mark_failed(Path(inbox), path, failed[str(path)], result)
-        else:
-            mark_scored(Path(inbox), Path(outbox), path, key, summaries[str(path)], loaded, result)
-    return {"scored": result.scored, "skipped": result.skipped, "failed": result.failed, "model": loaded.describe()}
+def inbox_on_cluster_flow(inbox: str, outbox: str, model: str, settle_s: float = DEFAULT_SETTLE_S,
+                          piece_bytes: int = distributed.DEFAULT_PIECE_BYTES) -> dict:
+    """The inbox, with each file's pieces fanned out over the flow's task runner."""
+    try:
+        loaded = _load(model, str(default_paths().model_cache))
+    except (ModelError, TrackingUnavailable) as exc:
+        return _failed_run(str(exc))
+
+    def on_cluster(path: Path, folder: Path, name: str) -> dict:
+        summaries, failed = _score_files_on_cluster([path], loaded, model, [folder], True, piece_bytes, Path(outbox),
+                                                    input_labels=[name])
+        if failed:
+            raise failed[str(path)]
+        return summaries[str(path)]
+
+    try:
+        result = score_inbox(Path(inbox), Path(outbox), loaded, settle_s, scorer=on_cluster)
+    except InboxError as exc:
+        return _failed_run(str(exc))
+    return {**result.as_dict(), "error": None, "model": loaded.describe()}
 
 
 def dask_runner(address: str):
@@ -124,17 +147,28 @@ def dask_runner(address: str):
 
 
 @flow(name="sign-mnist-inbox-scoring", log_prints=True)
-def inbox_scoring_flow(inbox: str = "inbox", outbox: str = "outbox", model: str = "models:/sign-mnist-onnx@champion",
-                       dask_address: str | None = None) -> dict:
-    """Score every new file in `inbox` into `outbox`; failures go to inbox/failed/ with a reason.
-    With a Dask scheduler address the work fans out over that cluster."""
+def inbox_scoring_flow(inbox: str | None = None, outbox: str | None = None,
+                       model: str = "models:/sign-mnist-onnx@champion", dask_address: str | None = None,
+                       settle_s: float = DEFAULT_SETTLE_S) -> dict:
+    """Score every complete file in `inbox` into `outbox` (defaults: SIGN_MLOPS_INBOX/OUTBOX, else
+    <home>/inbox, <home>/outbox); failures go to inbox/failed/ with a reason. With a Dask
+    scheduler address each file's pieces fan out over that cluster."""
     logger = get_run_logger()
+    paths = default_paths()
+    inbox, outbox = inbox or str(paths.inbox), outbox or str(paths.outbox)
     if dask_address:
-        result = inbox_on_cluster_flow.with_options(task_runner=dask_runner(dask_address))(inbox, outbox, model)
+        result = inbox_on_cluster_flow.with_options(task_runner=dask_runner(dask_address))(inbox, outbox, model, settle_s)
     else:
-        result = score_pending(inbox, outbox, model, str(default_paths().model_cache))
-    logger.info("scored %d, skipped %d (already scored by this model), failed %d",
-                len(result["scored"]), len(result["skipped"]), len(result["failed"]))
+        result = score_pending(inbox, outbox, model, str(paths.model_cache), settle_s)
+    if result["error"]:
+        logger.error("inbox scoring stopped: %s", result["error"])
+        return result
+    if result["busy"]:
+        logger.warning("another run is scoring %s; this run did nothing", inbox)
+    logger.info("scored %d, skipped %d (already scored by this model), failed %d, waiting %d (incomplete)",
+                len(result["scored"]), len(result["skipped"]), len(result["failed"]), len(result["waiting"]))
     for name, reason in result["failed"].items():
         logger.error("%s -> failed/: %s", name, reason)
+    for name, reason in {**result["waiting"], **result["ignored"]}.items():
+        logger.info("left in the inbox: %s (%s)", name, reason)
     return result

@@ -9,6 +9,7 @@ volume) or a `models:/` URI they can resolve.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import time
@@ -19,10 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from serving.model import LoadedModel, resolve
-from serving.outputs import AtomicFile, refuse_existing, write_json_atomically
-from serving.scorer import REJECTS_HEADER, OutputPaths, ScoringError, Totals, finish_summary, prediction_columns, score_chunks
-from sign_model.data import (GZIP_MAGIC, DataFormatError, check_pixel_header, column_layout, file_digest, parse_lines,
-                              read_header)
+from serving.outputs import AtomicFile, OutputSet, refuse_existing, sweep_stale_temps
+from serving.reader import BLOCK_BYTES_PER_ROW, iter_chunks_of_lines, iter_line_blocks, open_scoring_input, read_layout
+from serving.scorer import (REJECTS_HEADER, OutputPaths, ScoringError, Totals, _csv_line, _write_error, finish_summary,
+                            output_columns, score_chunks)
+from sign_model.csvformat import GZIP_MAGIC, DataFormatError, file_digest
 
 DEFAULT_PIECE_BYTES = 32 << 20  # ~12 k Kaggle rows: seconds of work, small next to task overhead
 _MODELS: dict[str, LoadedModel] = {}  # per worker process: each model is loaded once
@@ -45,11 +47,11 @@ def _is_gzip(path: Path) -> bool:
 
 
 def plan_pieces(path: Path, piece_bytes: int = DEFAULT_PIECE_BYTES) -> list[Piece]:
-    """Cut a plain CSV into line-aligned byte ranges of about piece_bytes (a .gz file is one piece)."""
+    """Cut a plain CSV into line-aligned byte ranges of about piece_bytes. A .gz file, and a file
+    with any `"` (a quoted field may hold a newline, so a line is not always a row), is one piece."""
     path = Path(path)
-    columns = read_header(path)
-    check_pixel_header(columns, path)
-    if _is_gzip(path):
+    read_layout(path)
+    if _is_gzip(path) or _has_quotes(path):
         return [Piece(str(path), 0, -1, -1, 2)]
     size = path.stat().st_size
     with open(path, "rb") as fh:
@@ -64,6 +66,14 @@ def plan_pieces(path: Path, piece_bytes: int = DEFAULT_PIECE_BYTES) -> list[Piec
     lines = _line_numbers_at(path, starts)
     ends = starts[1:] + [size]
     return [Piece(str(path), i, s, e, line) for i, (s, e, line) in enumerate(zip(starts, ends, lines))]
+
+
+def _has_quotes(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 24):
+            if b'"' in block:
+                return True
+    return False
 
 
 def _line_numbers_at(path: Path, offsets: list[int]) -> list[int]:
@@ -91,27 +101,23 @@ def load_model_once(model_spec: str, cache_dir: str, expected_sha256: str) -> Lo
     return model
 
 
-def _piece_lines(piece: Piece, chunk_rows: int):
-    """Raw lines of a piece in blocks of chunk_rows, with the line number of each block's first line."""
-    from sign_model.data import open_binary
-
-    with open_binary(piece.path) as fh:
-        fh.readline()
+def _piece_blocks(piece: Piece, chunk_rows: int):
+    """Raw lines of a piece in blocks of about chunk_rows lines."""
+    fh, _ = open_scoring_input(piece.path)
+    with fh:
+        data = fh
         if piece.start >= 0:
             fh.seek(piece.start)
             data = io.BytesIO(fh.read(piece.end - piece.start))
-        else:
-            data = fh
-        line = piece.first_line
+        blocks = iter_line_blocks(data, chunk_rows * BLOCK_BYTES_PER_ROW)
         while True:
             try:
-                lines = data.readlines(chunk_rows * 2200)
-            except (OSError, EOFError, zlib.error) as exc:
-                raise DataFormatError(f"{piece.path} after line {line - 1}: the file ends early or is corrupt ({exc}).") from exc
-            if not lines:
+                lines = next(blocks)
+            except StopIteration:
                 return
-            yield lines, line
-            line += len(lines)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise DataFormatError(f"{piece.path}: the file ends early or is corrupt ({exc}).") from None
+            yield lines
 
 
 def score_piece(piece: Piece, model_spec: str, cache_dir: str, model_sha256: str, parts_dir: str,
@@ -123,13 +129,14 @@ def score_piece(piece: Piece, model_spec: str, cache_dir: str, model_sha256: str
     """
     model = load_model_once(model_spec, cache_dir, model_sha256)
     path = Path(piece.path)
-    layout = column_layout(read_header(path))
     totals = Totals(model)
     pred = AtomicFile(Path(parts_dir) / f"{piece.index:06d}.pred.csv")
     rej = AtomicFile(Path(parts_dir) / f"{piece.index:06d}.rej.csv")
     try:
-        chunks = (parse_lines(lines, first, layout) for lines, first in _piece_lines(piece, chunk_rows))
-        score_chunks(chunks, model, pred.handle, rej.handle, totals, batch_size, header=False)
+        layout = read_layout(path)
+        columns, _ = output_columns(layout)
+        chunks = iter_chunks_of_lines(_piece_blocks(piece, chunk_rows), layout, piece.first_line)
+        score_chunks(chunks, model, pred.handle, rej.handle, totals, columns, batch_size)
     except DataFormatError as exc:
         pred.abort()
         rej.abort()
@@ -166,7 +173,7 @@ def _totals_from_dict(values: dict, model: LoadedModel) -> Totals:
 
 
 def merge_pieces(input_path: Path, results: list[dict], parts_dir: Path, out_dir: Path, model: LoadedModel,
-                 started: float, overwrite: bool = False) -> dict:
+                 started: float, overwrite: bool = False, input_label: str | None = None) -> dict:
     """Concatenate part files in piece order into the final outputs (atomic) and merge the counts."""
     input_path = Path(input_path)
     errors = [r["error"] for r in results if r.get("error")]
@@ -176,26 +183,31 @@ def merge_pieces(input_path: Path, results: list[dict], parts_dir: Path, out_dir
     if [r["index"] for r in results] != list(range(len(results))):
         raise ScoringError(f"{input_path}: pieces missing from the results; no outputs written.")
     paths = OutputPaths.for_input(input_path, out_dir)
+    sweep_stale_temps(out_dir)
     refuse_existing(paths.all(), overwrite)
     totals = Totals(model)
     for result in results:
         totals.merge(_totals_from_dict(result, model))
-    pred, rej = AtomicFile(paths.predictions), AtomicFile(paths.rejects)
+    columns, renamed = output_columns(read_layout(input_path))
+    outputs = OutputSet(paths.all())
     try:
-        pred.handle.write(",".join(prediction_columns(input_path, model)) + "\n")
-        rej.handle.write(REJECTS_HEADER)
+        outputs[0].handle.write(_csv_line(columns))
+        outputs[1].handle.write(REJECTS_HEADER)
         for result in results:
-            for suffix, target in (("pred", pred), ("rej", rej)):
+            for suffix, target in (("pred", outputs[0]), ("rej", outputs[1])):
                 with open(parts_dir / f"{result['index']:06d}.{suffix}.csv", encoding="utf-8") as part:
                     shutil.copyfileobj(part, target.handle, 1 << 20)
-        summary = finish_summary(totals, input_path, file_digest(input_path), model, time.perf_counter() - started, paths)
+        summary = finish_summary(totals, input_label or str(input_path), file_digest(input_path), model,
+                                 time.perf_counter() - started, paths)
+        summary["renamed_columns"] = renamed
         summary["pieces"] = len(results)
         summary["workers"] = len({r["pid"] for r in results})
-        pred.commit()
-        rej.commit()
+        json.dump(summary, outputs[2].handle, indent=2, default=str)
+        outputs.commit()
+    except OSError as exc:
+        outputs.abort()
+        raise ScoringError(_write_error(exc, input_path, out_dir), machine=True) from None
     except BaseException:
-        pred.abort()
-        rej.abort()
+        outputs.abort()
         raise
-    write_json_atomically(summary, paths.summary)
     return summary

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from sign_model.data import file_digest
+from sign_model.csvformat import file_digest
 from sign_model.labels import parse_label_map
 
 _REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
@@ -63,6 +63,8 @@ def load_onnx(path: Path, threads: int = 0, name: str = "", version: str = "",
               expected_sha256: str | None = None) -> LoadedModel:
     """Open an ONNX file and check it is a sign model: input (N, 28, 28, 1), a label map."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"Model {path} is a folder; pass the .onnx file inside it or models:/<name>@<alias>.")
     if not path.is_file():
         raise ModelError(f"Model file {path} not found; pass an .onnx file or models:/<name>@<alias>.")
     sha = file_digest(path)
@@ -113,20 +115,35 @@ def _from_registry(name: str, alias: str | None, version: str | None, cache_dir:
     from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient()
+    uri = f"models:/{name}{'@' + alias if alias else '/' + str(version)}"
     try:
         mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
     except MlflowException as exc:
-        raise ModelError(f"models:/{name}{'@' + alias if alias else '/' + str(version)} not found in the registry at "
-                         f"{mlflow.get_tracking_uri()} ({exc.message if hasattr(exc, 'message') else exc}); "
-                         "train and promote a model first, or check MLFLOW_TRACKING_URI.") from exc
+        if "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower():
+            raise ModelError(f"{uri} not found in the registry at {mlflow.get_tracking_uri()}; train and promote a "
+                             "model first ('sign-mlops train'), or check the name and MLFLOW_TRACKING_URI.") from None
+        raise ModelError(_unreachable(uri, exc)) from None
+    except Exception as exc:  # connection errors surface as several types
+        raise ModelError(_unreachable(uri, exc)) from None
     target = cache_dir / name / f"v{mv.version}"
     if not sorted(target.rglob("*.onnx")):
-        _download(f"models:/{name}/{mv.version}", target)
+        try:
+            _download(f"models:/{name}/{mv.version}", target)
+        except Exception as exc:  # the artifact store is down or the files are gone
+            raise ModelError(_unreachable(f"models:/{name}/{mv.version}", exc)) from None
     onnx_files = sorted(target.rglob("*.onnx"))
     if not onnx_files:
         raise ModelError(f"models:/{name}/{mv.version} holds no .onnx file; is it the ONNX registered model?")
     return load_onnx(onnx_files[0], threads, name=name, version=str(mv.version),
                      expected_sha256=mv.tags.get("onnx_sha256"))
+
+
+def _unreachable(uri: str, exc: Exception) -> str:
+    import mlflow
+
+    detail = str(getattr(exc, "message", exc)).splitlines()[0][:200]
+    return (f"cannot resolve {uri}: the MLflow tracking store {mlflow.get_tracking_uri()} did not answer ({detail}); "
+            "check that the server is up and MLFLOW_TRACKING_URI, or pass --model path/to/model.onnx.")
 
 
 def _download(uri: str, target: Path) -> None:

@@ -4,12 +4,18 @@ Parsing runs in a reader thread while the main thread runs onnxruntime and write
 (pandas' C parser and onnxruntime both release the GIL), so the two overlap. Memory stays
 flat: at most `queue_depth` parsed chunks wait at any time.
 
-Outputs per input file, written atomically: <stem>.predictions.csv, <stem>.rejects.csv,
-<stem>.summary.json. Rows in = rows scored + rows rejected, checked before anything is final.
+Outputs per input file become final together (serving.outputs.OutputSet, summary last):
+<stem>.predictions.csv, <stem>.rejects.csv, <stem>.summary.json. Rows in = rows scored + rows
+rejected, checked before anything is final. Pass-through columns whose names collide with
+output columns are renamed `input_<name>` (and listed in the summary's `renamed_columns`).
 """
 
 from __future__ import annotations
 
+import csv
+import errno
+import io
+import json
 import queue
 import threading
 import time
@@ -22,9 +28,9 @@ import numpy as np
 import pandas as pd
 
 from serving.model import LoadedModel
-from serving.outputs import AtomicFile, refuse_existing, write_json_atomically
-from sign_model.data import (Chunk, DataFormatError, check_pixel_header, column_layout, file_digest, iter_chunks,
-                              read_header)
+from serving.outputs import OutputSet, refuse_existing, sweep_stale_temps
+from serving.reader import Chunk, Layout, iter_chunks, read_layout
+from sign_model.csvformat import DataFormatError, check_regular_file, file_digest
 from sign_model.drift import DriftAccumulator
 
 REJECTS_HEADER = "row,reason\n"
@@ -35,7 +41,12 @@ DEFAULT_BATCH = 256  # measured: 256-1024 within noise on 2 cores; smaller batch
 
 
 class ScoringError(RuntimeError):
-    """A whole file could not be scored; nothing final was written for it."""
+    """A whole file could not be scored; nothing final was written for it. `machine` is True
+    when the machine, not the file, is at fault (disk full, folder not writable)."""
+
+    def __init__(self, message: str, machine: bool = False) -> None:
+        super().__init__(message)
+        self.machine = machine
 
 
 @dataclass(frozen=True)
@@ -46,11 +57,20 @@ class OutputPaths:
 
     @classmethod
     def for_input(cls, input_path: Path, out_dir: Path) -> "OutputPaths":
-        stem = input_path.name.removesuffix(".gz").removesuffix(".csv")
+        stem = input_stem(input_path)
         return cls(out_dir / f"{stem}.predictions.csv", out_dir / f"{stem}.rejects.csv", out_dir / f"{stem}.summary.json")
 
     def all(self) -> list[Path]:
         return [self.predictions, self.rejects, self.summary]
+
+
+def input_stem(path: Path) -> str:
+    """File name without .csv / .csv.gz (any case): the stem of its output files."""
+    name = Path(path).name
+    for suffix in (".gz", ".csv"):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+    return name
 
 
 class Totals:
@@ -144,36 +164,56 @@ def _digest_in_background(path: Path) -> Callable[[], str]:
     return wait
 
 
-def predictions_frame(chunk: Chunk, probs: np.ndarray, model: LoadedModel) -> pd.DataFrame:
-    """One output row per accepted input row."""
+def output_columns(layout: Layout) -> tuple[list[str], dict[str, str]]:
+    """Header of the predictions file (row, pass-through, [true_label, correct], predictions) and
+    the renames of pass-through columns that collide with an output column (`input_` prefix)."""
+    labelled = ["true_label", "correct"] if layout.label_position is not None else []
+    tops = [f"top{k + 1}_{what}" for k in range(TOP_K) for what in ("letter", "prob")]
+    ours = ["row", *labelled, "pred_label", "pred_letter", "confidence", *tops]
+    taken = set(ours) | set(layout.passthrough)
+    renamed: dict[str, str] = {}
+    for name in layout.passthrough:
+        if name in ours:
+            new = f"input_{name}"
+            while new in taken:
+                new = f"input_{new}"
+            taken.add(new)
+            renamed[name] = new
+    passthrough = [renamed.get(name, name) for name in layout.passthrough]
+    return ["row", *passthrough, *ours[1:]], renamed
+
+
+def predictions_frame(chunk: Chunk, probs: np.ndarray, model: LoadedModel, columns: list[str]) -> pd.DataFrame:
+    """One output row per accepted input row, in the order of `columns` (see output_columns)."""
     top = np.argsort(-probs, axis=1)[:, :TOP_K]
     top_p = np.take_along_axis(probs, top, axis=1)
     letters = np.array(model.letters)
     labels = np.array(model.labels)
-    frame = pd.DataFrame({"row": chunk.line_numbers})
+    values: dict[str, np.ndarray] = {"row": chunk.line_numbers}
+    names = iter(columns[1:1 + chunk.passthrough.shape[1]])
     for column in chunk.passthrough.columns:
-        frame[column] = chunk.passthrough[column].to_numpy()
+        values[next(names)] = chunk.passthrough[column].to_numpy()
     if chunk.labels is not None:
-        frame["true_label"] = chunk.labels
-        frame["correct"] = labels[top[:, 0]] == chunk.labels
-    frame["pred_label"] = labels[top[:, 0]]
-    frame["pred_letter"] = letters[top[:, 0]]
-    frame["confidence"] = top_p[:, 0]
+        values["true_label"] = chunk.labels
+        values["correct"] = labels[top[:, 0]] == chunk.labels
+    values["pred_label"] = labels[top[:, 0]]
+    values["pred_letter"] = letters[top[:, 0]]
+    values["confidence"] = top_p[:, 0]
     for k in range(TOP_K):
-        frame[f"top{k + 1}_letter"] = letters[top[:, k]]
-        frame[f"top{k + 1}_prob"] = top_p[:, k]
-    return frame
+        values[f"top{k + 1}_letter"] = letters[top[:, k]]
+        values[f"top{k + 1}_prob"] = top_p[:, k]
+    return pd.DataFrame(values, columns=columns)
 
 
 def score_chunks(chunks: Iterator[Chunk], model: LoadedModel, predictions: IO[str], rejects: IO[str],
-                 totals: Totals, batch_size: int = DEFAULT_BATCH, header: bool = True,
+                 totals: Totals, columns: list[str], batch_size: int = DEFAULT_BATCH,
                  on_progress: Callable[[int, int], None] | None = None) -> None:
-    """Score parsed chunks, appending prediction rows and reject rows (no headers for rejects)."""
+    """Score parsed chunks, appending prediction rows and reject rows (no headers)."""
     labels = np.array(model.labels)
     for chunk in chunks:
         probs = _predict(model, chunk.pixels, batch_size)
-        predictions_frame(chunk, probs, model).to_csv(predictions, index=False, header=header, float_format="%.6f")
-        header = False
+        predictions_frame(chunk, probs, model, columns).to_csv(predictions, index=False, header=False,
+                                                               float_format="%.6f")
         pd.DataFrame(chunk.rejects, columns=["row", "reason"]).to_csv(rejects, index=False, header=False)
         totals.update(chunk, probs, labels)
         if on_progress:
@@ -182,36 +222,70 @@ def score_chunks(chunks: Iterator[Chunk], model: LoadedModel, predictions: IO[st
 
 def score_file(input_path: Path, model: LoadedModel, out_dir: Path, overwrite: bool = False,
                chunk_rows: int = DEFAULT_CHUNK_ROWS, batch_size: int = DEFAULT_BATCH, queue_depth: int = 3,
-               on_progress: Callable[[int, int], None] | None = None) -> dict:
+               on_progress: Callable[[int, int], None] | None = None, input_label: str | None = None) -> dict:
     """Score one CSV; returns the summary (also written as JSON). Raises ScoringError if the file
-    cannot be scored at all (missing, no pixel columns, corrupt); no final output appears then."""
+    cannot be scored at all (missing, no pixel columns, corrupt, disk full); no final output
+    appears then. `input_label` is the name recorded as the summary's input (default: the path)."""
     input_path = Path(input_path)
     paths = OutputPaths.for_input(input_path, out_dir)
+    try:
+        check_regular_file(input_path)
+        layout = read_layout(input_path)
+    except DataFormatError as exc:
+        raise ScoringError(str(exc)) from None
+    columns, renamed = output_columns(layout)
+    sweep_stale_temps(out_dir)
     refuse_existing(paths.all(), overwrite)
     start = time.perf_counter()
-    input_sha = _digest_in_background(input_path) if input_path.is_file() else None
-    predictions, rejects = AtomicFile(paths.predictions), AtomicFile(paths.rejects)
-    totals = Totals(model)
+    input_sha = _digest_in_background(input_path)
+    outputs = None
     try:
-        rejects.handle.write(REJECTS_HEADER)
-        predictions.handle.write(",".join(prediction_columns(input_path, model)) + "\n")
+        outputs = OutputSet(paths.all())
+        predictions, rejects, summary_file = outputs[0].handle, outputs[1].handle, outputs[2].handle
+        predictions.write(_csv_line(columns))
+        rejects.write(REJECTS_HEADER)
         chunks = _threaded(iter_chunks(input_path, chunk_rows), queue_depth)
-        score_chunks(chunks, model, predictions.handle, rejects.handle, totals, batch_size, header=False,
-                     on_progress=on_progress)
-        summary = finish_summary(totals, input_path, input_sha() if input_sha else "", model,
+        totals = Totals(model)
+        score_chunks(chunks, model, predictions, rejects, totals, columns, batch_size, on_progress=on_progress)
+        summary = finish_summary(totals, input_label or str(input_path), input_sha(), model,
                                  time.perf_counter() - start, paths)
-        predictions.commit()
-        rejects.commit()
-        write_json_atomically(summary, paths.summary)
+        summary["renamed_columns"] = renamed
+        json.dump(summary, summary_file, indent=2, default=str)
+        outputs.commit()
         return summary
     except DataFormatError as exc:
-        predictions.abort()
-        rejects.abort()
-        raise ScoringError(str(exc)) from exc
+        _abort(outputs)
+        raise ScoringError(str(exc)) from None
+    except OSError as exc:
+        _abort(outputs)
+        raise ScoringError(_write_error(exc, input_path, out_dir), machine=True) from None
     except BaseException:
-        predictions.abort()
-        rejects.abort()
+        _abort(outputs)
         raise
+
+
+def _abort(outputs: OutputSet | None) -> None:
+    if outputs is not None:
+        outputs.abort()
+
+
+def _write_error(exc: OSError, input_path: Path, out_dir: Path) -> str:
+    if exc.errno == errno.ENOSPC:
+        what = "the disk is full"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        what = "the folder is not writable"
+    elif exc.errno in (errno.ENOTDIR, errno.EEXIST) or (out_dir.exists() and not out_dir.is_dir()):
+        what = "it is not a folder"
+    else:
+        what = exc.strerror or str(exc)
+    return (f"{input_path}: cannot write outputs in {out_dir} ({what}); nothing final was written for this "
+            "file. Fix that (or pass another --out) and score it again.")
+
+
+def _csv_line(fields: list[str]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(fields)
+    return out.getvalue()
 
 
 def _predict(model: LoadedModel, pixels: np.ndarray, batch_size: int) -> np.ndarray:
@@ -220,17 +294,7 @@ def _predict(model: LoadedModel, pixels: np.ndarray, batch_size: int) -> np.ndar
     return np.concatenate([model.predict(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)])
 
 
-def prediction_columns(input_path: Path, model: LoadedModel) -> list[str]:
-    """Header of the predictions file: row, pass-through columns, [true_label, correct], predictions."""
-    columns = read_header(input_path)
-    check_pixel_header(columns, input_path)
-    layout = column_layout(columns)
-    labelled = ["true_label", "correct"] if layout.label_position is not None else []
-    tops = [f"top{k + 1}_{what}" for k in range(TOP_K) for what in ("letter", "prob")]
-    return ["row", *layout.passthrough, *labelled, "pred_label", "pred_letter", "confidence", *tops]
-
-
-def finish_summary(totals: Totals, input_path: Path, input_sha: str, model: LoadedModel, seconds: float,
+def finish_summary(totals: Totals, input_path: Path | str, input_sha: str, model: LoadedModel, seconds: float,
                    paths: OutputPaths) -> dict:
     """Check rows in = scored + rejected, then build the summary."""
     if totals.rows_in != totals.scored + totals.rejected:
@@ -239,7 +303,7 @@ def finish_summary(totals: Totals, input_path: Path, input_sha: str, model: Load
     return _summary(totals, input_path, input_sha, model, seconds, paths)
 
 
-def _summary(totals: Totals, input_path: Path, input_sha: str, model: LoadedModel, seconds: float,
+def _summary(totals: Totals, input_path: Path | str, input_sha: str, model: LoadedModel, seconds: float,
              paths: OutputPaths) -> dict:
     scored = max(totals.scored, 1)
     return {

@@ -221,55 +221,107 @@ def promote(
 
 
 def _expand_inputs(inputs: list[str]) -> list[Path]:
+    """An existing path is taken literally (`b[1].csv` is that file); otherwise a pattern with
+    * ? [ is expanded. The same file twice is scored once."""
     import glob
 
     files: list[Path] = []
     for item in inputs:
-        matches = sorted(glob.glob(item)) if any(ch in item for ch in "*?[") else [item]
-        if not matches:
-            _fail(f"no file matches {item!r}")
+        if Path(item).exists() or not any(ch in item for ch in "*?["):
+            matches = [item]
+        else:
+            matches = sorted(glob.glob(item))
+            if not matches:
+                _fail(f"no file matches {item!r}; check the pattern (quote it so the shell does not expand it).")
         files += [Path(m) for m in matches]
-    return files
+    unique: dict[Path, Path] = {}
+    for path in files:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
+
+
+def _check_output_names(files: list[Path], out_dir: Path) -> None:
+    """Two inputs must never write the same outputs (a.csv and a.csv.gz; a.csv in two folders)."""
+    from serving.scorer import input_stem
+
+    seen: dict[str, Path] = {}
+    for path in files:
+        stem = input_stem(path)
+        if stem in seen:
+            _fail(f"{seen[stem]} and {path} would both write {out_dir / stem}.predictions.csv; score them in two "
+                  "calls with different --out folders, or rename one.", 2)
+        seen[stem] = path
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        _fail(f"--out {out_dir} is an existing file, not a folder; pass a folder (it is created if missing).", 2)
+    probe = out_dir
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        _fail(f"--out {out_dir}: {probe} is not writable; pass a folder you can write to.", 2)
 
 
 @app.command("score")
 def score(
-    inputs: Annotated[list[str], typer.Argument(help="CSV files (.csv, .csv.gz) or globs in the Kaggle pixel format; 'label' optional.")],
+    inputs: Annotated[list[str], typer.Argument(help="CSV files (.csv, .csv.gz) or quoted globs in the Kaggle pixel format; 'label' optional.")],
     model: Annotated[str, typer.Option(help="An .onnx file or models:/<name>@<alias> from the MLflow registry.")] = "models:/sign-mnist-onnx@champion",
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for <name>.predictions.csv, .rejects.csv, .summary.json.")] = Path("outputs/scores"),
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for <name>.predictions.csv, .rejects.csv, .summary.json [default: <home>/outputs/scores].")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
-    chunk_rows: Annotated[int, typer.Option(help="Rows parsed per chunk (memory stays flat).")] = 4096,
-    batch_size: Annotated[int, typer.Option(help="Rows per onnxruntime call.")] = 256,
-    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads (0 = all cores).")] = 0,
+    chunk_rows: Annotated[int, typer.Option(min=1, max=1_000_000, help="Rows parsed per chunk (memory stays flat).")] = 4096,
+    batch_size: Annotated[int, typer.Option(min=1, max=65536, help="Rows per onnxruntime call.")] = 256,
+    threads: Annotated[int, typer.Option(min=0, max=1024, help="onnxruntime intra-op threads (0 = all cores).")] = 0,
     dask_address: Annotated[Optional[str], typer.Option(help="Fan out over a Dask cluster, e.g. tcp://scheduler:8786.",
                                                         envvar="SIGN_MLOPS_DASK_ADDRESS")] = None,
 ) -> None:
-    """Batch-score CSV files with an ONNX model: predictions, rejects and a summary per file."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    """Batch-score CSV files with an ONNX model: predictions, rejects and a summary per file.
 
-    from serving.model import ModelError, resolve
-    from serving.outputs import OutputExistsError
-    from serving.scorer import ScoringError, score_file
+    Exit 0 when every file was scored (rejected rows included), 1 when a file could not be
+    scored or the model cannot be loaded, 2 for a usage error."""
+    from serving.outputs import sigterm_as_exception
+
     from sign_model.config import default_paths
 
+    out_dir = out_dir or default_paths().scores_dir
     files = _expand_inputs(inputs)
-    if dask_address:
-        _score_on_cluster(files, model, out_dir, overwrite, dask_address)
-        return
-    if model.startswith("models:/"):
+    _check_output_names(files, out_dir)
+    _check_out_dir(out_dir)
+    with sigterm_as_exception():
+        if dask_address:
+            _score_on_cluster(files, model, out_dir, overwrite, dask_address)
+            return
+        _score_here(files, model, out_dir, overwrite, chunk_rows, batch_size, threads)
+
+
+def _load_model(spec: str, threads: int = 0):
+    from serving.model import ModelError, resolve
+    from sign_model.config import default_paths
+
+    if spec.startswith("models:/"):
         from sign_model import tracking
 
-        tracking.configure()
+        tracking.configure(experiment=None, scoring=True)
     try:
-        loaded = resolve(model, default_paths().model_cache, threads)
+        return resolve(spec, default_paths().model_cache, threads)
     except ModelError as exc:
         _fail(str(exc))
+
+
+def _score_here(files: list[Path], model: str, out_dir: Path, overwrite: bool, chunk_rows: int, batch_size: int,
+                threads: int) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from serving.outputs import OutputExistsError
+    from serving.scorer import ScoringError, score_file
+
+    loaded = _load_model(model, threads)
     failures = 0
     for path in files:
-        total = path.stat().st_size if path.is_file() and not path.name.endswith(".gz") else None
+        total = path.stat().st_size if path.is_file() and not path.name.lower().endswith(".gz") else None
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rows]} rows"),
                       TimeElapsedColumn(), console=console, transient=True) as progress:
-            task = progress.add_task(f"scoring {path.name}", total=total, rows=0)
+            task = progress.add_task(f"scoring {escape(path.name)}", total=total, rows=0)
 
             def advance(rows: int, nbytes: int, task=task) -> None:
                 progress.update(task, advance=nbytes, rows=progress.tasks[task].fields["rows"] + rows)
@@ -279,26 +331,11 @@ def score(
             except (ScoringError, OutputExistsError) as exc:
                 console.print(f"[bold red]error:[/] {escape(str(exc))}")
                 failures += 1
+                if isinstance(exc, ScoringError) and exc.machine:
+                    break
                 continue
         _print_summary(summary)
     if failures:
-        raise typer.Exit(1)
-
-
-def _score_on_cluster(files: list[Path], model: str, out_dir: Path, overwrite: bool, address: str) -> None:
-    from flows.scoring import dask_runner, score_files_flow
-    from serving.scorer import ScoringError
-
-    try:
-        runner = dask_runner(address)
-    except ScoringError as exc:
-        _fail(str(exc))
-    result = score_files_flow.with_options(task_runner=runner)([str(f) for f in files], model, str(out_dir), overwrite)
-    for summary in result["summaries"].values():
-        _print_summary(summary)
-    for name, reason in result["failed"].items():
-        console.print(f"[bold red]error:[/] {escape(f'{name}: {reason}')}")
-    if result["failed"]:
         raise typer.Exit(1)
 
 
@@ -318,28 +355,52 @@ def _print_summary(s: dict) -> None:
 
 @app.command("score-inbox")
 def score_inbox_command(
-    inbox: Annotated[Path, typer.Option(help="Folder where new CSV files arrive.")] = Path("inbox"),
-    outbox: Annotated[Path, typer.Option(help="Folder for outputs (one sub-folder per input) and manifest.json.")] = Path("outbox"),
+    inbox: Annotated[Optional[Path], typer.Option(help="Folder where new CSV files arrive [default: $SIGN_MLOPS_INBOX, else <home>/inbox].")] = None,
+    outbox: Annotated[Optional[Path], typer.Option(help="Folder for outputs (one sub-folder per scored file) and manifest.json [default: $SIGN_MLOPS_OUTBOX, else <home>/outbox].")] = None,
     model: Annotated[str, typer.Option(help="An .onnx file or models:/<name>@<alias>.")] = "models:/sign-mnist-onnx@champion",
-    every: Annotated[int, typer.Option(help="Seconds between runs; 0 = run once and exit.")] = 0,
+    every: Annotated[int, typer.Option(min=0, help="Seconds between runs; 0 = run once and exit.")] = 0,
+    settle_seconds: Annotated[float, typer.Option(min=0, max=86400, help="A file is claimed only when unchanged this long (and not open for writing).")] = 5.0,
+    rebuild_manifest: Annotated[bool, typer.Option("--rebuild-manifest", help="Rebuild outbox/manifest.json from the outputs' summaries, then exit.")] = False,
     dask_address: Annotated[Optional[str], typer.Option(help="Fan out over a Dask cluster, e.g. tcp://scheduler:8786.",
                                                         envvar="SIGN_MLOPS_DASK_ADDRESS")] = None,
 ) -> None:
-    """Score every new file in the inbox once per model (Prefect flow), once or on an interval."""
+    """Score every complete file in the inbox once per model (Prefect flow), once or on an interval.
+
+    Write files into the inbox as <name>.partial (or a hidden name) and rename them when
+    complete. Exit 0 when no file failed, 1 when one did (it is in inbox/failed/ with a reason)."""
+    from sign_model.config import default_paths
+
+    paths = default_paths()
+    inbox, outbox = inbox or paths.inbox, outbox or paths.outbox
+    if rebuild_manifest:
+        from serving.inbox import rebuild_manifest as rebuild
+
+        manifest = rebuild(outbox)
+        out.print(f"rebuilt {outbox / 'manifest.json'}: {len(manifest['scored'])} scored file(s)")
+        return
+    _check_out_dir(outbox)
     from flows.scoring import inbox_scoring_flow
-    from serving.scorer import ScoringError
+    from serving.outputs import sigterm_as_exception
 
     inbox.mkdir(parents=True, exist_ok=True)
+    parameters = {"inbox": str(inbox.resolve()), "outbox": str(outbox.resolve()), "model": model,
+                  "dask_address": dask_address, "settle_s": settle_seconds}
     if every > 0:
-        inbox_scoring_flow.serve(name="inbox-scoring", interval=every,
-                                 parameters={"inbox": str(inbox.resolve()), "outbox": str(outbox.resolve()), "model": model,
-                                             "dask_address": dask_address})
+        inbox_scoring_flow.serve(name="inbox-scoring", interval=every, parameters=parameters)
         return
-    try:
-        result = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=model, dask_address=dask_address)
-    except ScoringError as exc:
-        _fail(str(exc))
-    out.print(escape(f"scored {result['scored']}, skipped {result['skipped']}, failed {list(result['failed'])}"))
+    with sigterm_as_exception():
+        result = inbox_scoring_flow(**parameters)
+    if result.get("error"):
+        _fail(result["error"])
+    if result["busy"]:
+        out.print(escape(f"another score-inbox run is working on {inbox}; nothing done (it scores the files)."))
+        return
+    out.print(escape(f"scored {result['scored']}, skipped {result['skipped']}, failed {list(result['failed'])}, "
+                     f"waiting {list(result['waiting'])}"))
+    for name, folder in result["outputs"].items():
+        out.print(escape(f"  {name} -> {folder}"))
+    for name, reason in {**result["failed"], **result["waiting"], **result["ignored"]}.items():
+        out.print(escape(f"  {name}: {reason}"))
     if result["failed"]:
         raise typer.Exit(1)
 

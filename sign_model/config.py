@@ -57,6 +57,20 @@ class Paths:
     def model_cache(self) -> Path:
         return self.outputs_dir / "model-cache"
 
+    @property
+    def scores_dir(self) -> Path:
+        return self.outputs_dir / "scores"
+
+    @property
+    def inbox(self) -> Path:
+        """$SIGN_MLOPS_INBOX, else <home>/inbox."""
+        return Path(os.environ.get("SIGN_MLOPS_INBOX") or self.home / "inbox")
+
+    @property
+    def outbox(self) -> Path:
+        """$SIGN_MLOPS_OUTBOX, else <home>/outbox."""
+        return Path(os.environ.get("SIGN_MLOPS_OUTBOX") or self.home / "outbox")
+
 
 def default_paths() -> Paths:
     return Paths(project_home())
@@ -98,8 +112,8 @@ class ServiceSettings:
         return cls(
             retrain_cron=env.get("SIGN_MLOPS_RETRAIN_CRON", cls.retrain_cron),
             score_interval_s=int(env.get("SIGN_MLOPS_SCORE_INTERVAL", cls.score_interval_s)),
-            inbox=Path(env.get("SIGN_MLOPS_INBOX", home / "inbox")),
-            outbox=Path(env.get("SIGN_MLOPS_OUTBOX", home / "outbox")),
+            inbox=Paths(home).inbox,
+            outbox=Paths(home).outbox,
             model_uri=env.get("SIGN_MLOPS_MODEL_URI", cls.model_uri),
             preset=env.get("SIGN_MLOPS_PRESET", cls.preset),
         )

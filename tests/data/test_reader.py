@@ -7,7 +7,8 @@ import gzip
 import numpy as np
 import pytest
 
-from sign_model.data import DataFormatError, iter_chunks, load_dataset
+from serving.reader import iter_chunks
+from sign_model.data import DataFormatError, load_dataset
 from tests.conftest import kaggle_rows, rows_to_csv, write_text
 
 
@@ -48,7 +49,7 @@ MALFORMED = {
     "too many fields": (_bad(ROWS, 2, 5, "1,2"), "line 4: expected 785 fields"),
     "non-numeric cell": (_bad(ROWS, 1, 10, "abc"), "line 3 column pixel10: non-numeric value 'abc'"),
     "missing cell": (_bad(ROWS, 0, 7, ""), "line 2 column pixel7: missing value"),
-    "float pixel": (_bad(ROWS, 3, 100, "12.5"), "line 5 column pixel100: non-integer pixel"),
+    "float pixel": (_bad(ROWS, 3, 100, "12.5"), "line 5 column pixel100: non-integer value"),
     "pixel 256": (_bad(ROWS, 2, 784, "256"), "line 4 column pixel784: pixel out of range"),
     "negative pixel": (_bad(ROWS, 0, 1, "-3"), "line 2 column pixel1: pixel out of range"),
     "label 9": (_bad(ROWS, 1, 0, "9"), "line 3 column label: label 9"),

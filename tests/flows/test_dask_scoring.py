@@ -73,11 +73,11 @@ def test_inbox_on_the_cluster(cluster, inputs, onnx_model_path, tmp_path):
     shutil.copytree(inputs, inbox)
     write_text(inbox / "broken.csv", "x,y\r\n1,2\r\n")
     result = inbox_scoring_flow(inbox=str(inbox), outbox=str(tmp_path / "outbox"), model=str(onnx_model_path),
-                                dask_address=cluster.scheduler_address)
+                                dask_address=cluster.scheduler_address, settle_s=0)
     assert sorted(result["scored"]) == ["a.csv", "b.csv"] and list(result["failed"]) == ["broken.csv"]
     assert (inbox / "failed" / "broken.csv.reason.txt").exists()
     again = inbox_scoring_flow(inbox=str(inbox), outbox=str(tmp_path / "outbox"), model=str(onnx_model_path),
-                               dask_address=cluster.scheduler_address)
+                               dask_address=cluster.scheduler_address, settle_s=0)
     assert again["scored"] == [] and again["failed"] == {}
 
 
