@@ -148,8 +148,8 @@ def _parse_quoted(text: bytes) -> tuple[str, list[str] | str]:
 
 def _normalise(fields: list[str]) -> bytes:
     out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow(fields)
-    return out.getvalue().encode("utf-8", "surrogateescape")
+    csv.writer(out, lineterminator="\r\n").writerow(fields)  # quotes any field holding \r or \n
+    return out.getvalue()[:-2].encode("utf-8", "surrogateescape")
 
 
 @dataclass
@@ -167,8 +167,9 @@ class Records:
 class RecordSplitter:
     """Lines -> CSV records, carrying a quoted field that spans lines over block boundaries."""
 
-    def __init__(self, n_fields: int, first_line: int) -> None:
+    def __init__(self, n_fields: int, first_line: int, text_positions: list[int] | None = None) -> None:
         self.n_fields = n_fields
+        self.text_positions = set(text_positions or [])
         self.next_line = first_line
         self.pending: list[tuple[int, bytes]] = []
 
@@ -215,7 +216,7 @@ class RecordSplitter:
             if len(self.pending) >= MAX_RECORD_LINES:
                 self._reject_pending(work, out, f"unterminated quote: the quoted field runs over {MAX_RECORD_LINES} lines")
             return
-        if status == "ok" and len(result) == self.n_fields:
+        if status == "ok" and len(result) == self.n_fields and self._newlines_only_in_text(result):
             self.pending = []
             out.quoted = True
             self._emit(out, start, _normalise(result), self.n_fields)
@@ -225,6 +226,12 @@ class RecordSplitter:
             self.pending = []
             out.rejects.append((start, result if status == "bad" else
                                 f"wrong number of fields: expected {self.n_fields}, found {len(result)}"))
+
+    def _newlines_only_in_text(self, fields: list[str]) -> bool:
+        """A quoted newline may sit in a pass-through (text) column, never in a number's."""
+        if len(self.pending) == 1:
+            return True
+        return all(i in self.text_positions for i, value in enumerate(fields) if "\n" in value)
 
     def _reject_pending(self, work: deque, out: Records, reason: str) -> None:
         """Reject the first line of the open record; its other lines go back to be read afresh."""
@@ -325,7 +332,7 @@ def _read(buffer: bytes, layout: Layout, numeric_dtype) -> pd.DataFrame | None:
 def _read_one_by_one(records: list[bytes], layout: Layout) -> pd.DataFrame:
     rows = []
     for record in records:
-        fields = next(csv.reader([record.decode("utf-8", "replace")]), [])
+        fields = next(csv.reader(io.StringIO(record.decode("utf-8", "replace"), newline="")), [])
         rows.append((fields + [""] * len(layout.columns))[: len(layout.columns)])
     return pd.DataFrame(rows, columns=range(len(layout.columns)), dtype=object)
 
@@ -428,7 +435,7 @@ def iter_chunks(path: str | Path, chunk_rows: int = 8192) -> Iterator[Chunk]:
 
 def iter_chunks_of_lines(blocks: Iterable[list[bytes]], layout: Layout, first_line: int) -> Iterator[Chunk]:
     """Blocks of raw lines -> chunks (used for whole files and for byte-range pieces)."""
-    splitter = RecordSplitter(len(layout.columns), first_line)
+    splitter = RecordSplitter(len(layout.columns), first_line, layout.passthrough_positions)
     for lines in blocks:
         size = sum(len(line) + 1 if isinstance(line, bytes) else line.length for line in lines)
         chunk = parse_records(splitter.feed(lines), layout)

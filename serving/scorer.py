@@ -213,7 +213,7 @@ def score_chunks(chunks: Iterator[Chunk], model: LoadedModel, predictions: IO[st
     for chunk in chunks:
         probs = _predict(model, chunk.pixels, batch_size)
         predictions_frame(chunk, probs, model, columns).to_csv(predictions, index=False, header=False,
-                                                               float_format="%.6f")
+                                                               float_format="%.6f", quoting=_quoting(chunk))
         pd.DataFrame(chunk.rejects, columns=["row", "reason"]).to_csv(rejects, index=False, header=False)
         totals.update(chunk, probs, labels)
         if on_progress:
@@ -282,9 +282,19 @@ def _write_error(exc: OSError, input_path: Path, out_dir: Path) -> str:
             "file. Fix that (or pass another --out) and score it again.")
 
 
+def _quoting(chunk: Chunk) -> int:
+    """Python's csv quotes a field holding \n but not one holding a lone \r, which other
+    readers take for a line break: quote every text field of a chunk that has one."""
+    for column in chunk.passthrough.columns:
+        if chunk.passthrough[column].str.contains("\r", regex=False).any():
+            return csv.QUOTE_NONNUMERIC
+    return csv.QUOTE_MINIMAL
+
+
 def _csv_line(fields: list[str]) -> str:
     out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerow(fields)
+    quoting = csv.QUOTE_ALL if any("\r" in f for f in fields) else csv.QUOTE_MINIMAL
+    csv.writer(out, lineterminator="\n", quoting=quoting).writerow(fields)
     return out.getvalue()
 
 

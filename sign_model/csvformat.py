@@ -166,7 +166,7 @@ def judge_cells(text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     shape = text.shape
     cells = pd.Series(text.ravel(), dtype=object).astype(str).str.strip()
     integer = cells.str.fullmatch(r"[+-]?\d+").to_numpy(dtype=bool)
-    values = pd.to_numeric(cells.where(integer, "0"), errors="coerce").to_numpy(dtype=np.float64)
+    values = np.array(pd.to_numeric(cells.where(integer, "0"), errors="coerce"), dtype=np.float64)
     verdict = np.full(len(cells), CELL_OK, dtype=np.int8)
     if not integer.all():
         others = ~integer
