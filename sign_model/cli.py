@@ -77,11 +77,16 @@ def data_validate(
     """Run the validation gate; print per-class counts, errors and warnings. Exit 1 on errors."""
     from sign_model.validate import validate_files
 
+    if report and report.is_dir():
+        _fail(f"--report {report} is a folder; pass a file name, e.g. {report / 'validation_report.json'}.", 2)
     with console.status("validating..."):
         result = validate_files(train, test)
     _print_report(result)
     if report:
-        result.write(report)
+        try:
+            result.write(report)
+        except OSError as exc:
+            _fail(f"cannot write the report {report} ({exc.strerror}); pass a writable --report path.")
         out.print(f"report: {report}")
     if not result.passed:
         raise typer.Exit(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +65,15 @@ def test_rerun_after_crash_picks_up_where_it_stopped(folders, onnx_model_path, m
     assert result["scored"] == ["batch2.csv"]
     manifest = json.loads((outbox / "manifest.json").read_text())
     assert sorted(e["input"] for e in manifest["scored"].values()) == ["batch1.csv", "batch2.csv"]
+
+
+def test_flow_defaults_honour_inbox_and_outbox_settings(tmp_path, monkeypatch, onnx_model_path):
+    from flows.scoring import inbox_scoring_flow
+
+    monkeypatch.setenv("SIGN_MLOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SIGN_MLOPS_INBOX", str(tmp_path / "in"))
+    (tmp_path / "in").mkdir()
+    write_text(tmp_path / "in" / "a.csv", rows_to_csv(kaggle_rows(3, seed=19)))
+    result = inbox_scoring_flow(model=str(onnx_model_path), settle_s=0)
+    assert result["scored"] == ["a.csv"]
+    assert Path(result["outputs"]["a.csv"]).parent == tmp_path / "home" / "outbox"
