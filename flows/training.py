@@ -12,7 +12,7 @@ from prefect import flow, get_run_logger, task
 from sign_model import pipeline
 from sign_model.config import Paths, default_paths
 from sign_model.registry import GatePolicy
-from sign_model.train import PRESETS, TrainConfig
+from sign_model.train_config import TrainConfig, resolve_config
 
 IO_RETRIES = {"retries": 2, "retry_delay_seconds": 5}
 
@@ -23,14 +23,14 @@ def resolve_data(train: str | None, test: str | None, home: str) -> pipeline.Dat
 
 
 @task(**IO_RETRIES)
-def check_retrain(files: pipeline.DataFiles, config: dict, experiment: str, force: bool) -> dict:
-    needed, reason = pipeline.retrain_needed(files, TrainConfig.from_dict(config), experiment, force)
+def check_retrain(files: pipeline.DataFiles, config: TrainConfig, experiment: str, force: bool) -> dict:
+    needed, reason = pipeline.retrain_needed(files, config, experiment, force)
     return {"needed": needed, "reason": reason}
 
 
 @task(**IO_RETRIES)
-def start_run(files: pipeline.DataFiles, config: dict, experiment: str) -> str:
-    return pipeline.start_run(files, TrainConfig.from_dict(config), experiment)
+def start_run(files: pipeline.DataFiles, config: TrainConfig, experiment: str) -> str:
+    return pipeline.start_run(files, config, experiment)
 
 
 @task
@@ -43,9 +43,9 @@ def explore_data(run_id: str, files: pipeline.DataFiles, out_dir: str) -> list[s
     return pipeline.explore_step(run_id, files, Path(out_dir))
 
 
-@task
-def train_model(run_id: str, files: pipeline.DataFiles, config: dict, out_dir: str) -> dict:
-    return pipeline.train_step(run_id, files, TrainConfig.from_dict(config), Path(out_dir))
+@task(log_prints=False)  # the per-epoch progress lines go straight to the console
+def train_model(run_id: str, files: pipeline.DataFiles, config: TrainConfig, out_dir: str) -> dict:
+    return pipeline.train_step(run_id, files, config, Path(out_dir))
 
 
 @task
@@ -81,7 +81,7 @@ def training_flow(train: str | None = None, test: str | None = None, preset: str
     equal those of the current champion's run."""
     logger = get_run_logger()
     paths = default_paths() if home is None else Paths(Path(home))
-    config = TrainConfig.from_dict({**PRESETS[preset].to_dict(), **(overrides or {})}).to_dict()
+    config = resolve_config(preset, overrides)  # the one place preset and overrides meet
     files = resolve_data(train, test, str(paths.home))
     if files.synthetic:
         logger.warning("Training on SYNTHETIC data (%s); put the Kaggle files in %s for the real thing.",
@@ -92,13 +92,22 @@ def training_flow(train: str | None = None, test: str | None = None, preset: str
         return {"skipped": True, "reason": decision["reason"], "data": files.__dict__}
     run_id = start_run(files, config, experiment)
     out = pipeline.run_dir(paths, run_id)
-    validate_data(run_id, files, str(out / "validation_report.json"))
+    logger.info("MLflow run %s; files in %s", run_id, out)
+    validated = validate_data(run_id, files, str(out / "validation_report.json"))
+    logger.info("validate: passed (%d warnings)", len(validated["warnings"]))
     explore_data(run_id, files, str(out / "figures"))
+    logger.info("explore: figures in %s", out / "figures")
+    logger.info("train: %s, %d epochs", config.architecture, config.epochs)
     trained = train_model(run_id, files, config, str(out / "model"))
+    logger.info("train: grouped-validation accuracy %.4f in %.0f s", trained["val_accuracy"], trained["train_seconds"])
     evaluated = evaluate_model(run_id, files, trained, str(out / "evaluation"))
+    logger.info("evaluate: test accuracy %.4f, macro-F1 %.4f", evaluated["test_accuracy"], evaluated["test_macro_f1"])
     exported = export_model(run_id, files, trained, str(out / "onnx"), int8)
+    logger.info("export: ONNX parity %s", "passed" if exported["parity"]["passed"] else "FAILED")
     registered = register_models(run_id, files, trained, evaluated, exported)
+    logger.info("register: %s", registered)
     promotion = promote_challenger(accuracy_floor, tolerance)
+    logger.info("promote: %s v%s", "PROMOTED" if promotion["promoted"] else "not promoted", promotion["version"])
     return {"skipped": False, "run_id": run_id, "data": files.__dict__, "outputs": str(out), **evaluated,
             "val_accuracy": trained["val_accuracy"], "train_seconds": trained["train_seconds"],
             "parity": exported["parity"], "int8": exported.get("int8"), "registered": registered,

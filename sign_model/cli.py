@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,20 +15,64 @@ from rich.markup import escape
 from rich.table import Table
 
 # Quieter defaults; an explicit setting in the environment wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+EXIT_CODES = "Exit codes: 0 ok; 1 data, model, tracking or scoring error; 2 usage or config error; 3 trained (or gated) but not promoted."
 app = typer.Typer(help="Train, track, export and batch-score Sign Language MNIST models.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+                  pretty_exceptions_enable=False, epilog=EXIT_CODES)
+_options = {"verbose": False, "debug": False}
 data_app = typer.Typer(help="Synthesise, validate and explore Kaggle-format CSV files.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console(stderr=True, soft_wrap=True)  # long paths and commands stay copy-pastable
 out = Console(soft_wrap=True)
 
 
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_PROMOTED = 0, 1, 2, 3
+
+
 def _fail(message: str, code: int = 1) -> None:
+    """One line on stderr and an exit code; with --debug (or SIGN_MLOPS_DEBUG=1) the traceback too."""
     console.print(f"[bold red]error:[/] {escape(message)}")
+    if _options["debug"] and sys.exc_info()[0] is not None:
+        console.print_exception()
     raise typer.Exit(code)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from sign_model import __version__
+
+        out.print(f"sign-mlops {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show TensorFlow's start-up messages and library warnings.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", envvar="SIGN_MLOPS_DEBUG", help="Show tracebacks with errors.")] = False,
+) -> None:
+    """Train, track, export and batch-score Sign Language MNIST models."""
+    _options.update(verbose=verbose, debug=debug)
+    _log_to_console(verbose)
+
+
+def _log_to_console(verbose: bool) -> None:
+    """The library's own log messages (logging.getLogger(__name__)) on stderr: warnings, or
+    everything with --verbose. Inside flows Prefect's run logger carries the step lines."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    for name in ("sign_model", "serving"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, RichHandler) for h in logger.handlers):
+            logger.addHandler(RichHandler(console=console, show_time=False, show_path=False))
+        logger.setLevel(logging.INFO if verbose else logging.WARNING)
+        logger.propagate = False
+    if not verbose:  # the flow logs one line per step itself; Prefect's per-task lines are noise
+        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "WARNING")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # e.g. "Creating initial MLflow database tables"
 
 
 @data_app.command("synth")
@@ -142,39 +187,70 @@ def data_explore(
         out.print(f"wrote {path}")
 
 
+class Preset(str, Enum):
+    default = "default"
+    seed = "seed"
+    smoke = "smoke"
+
+
 @app.command("train")
 def train(
     train_csv: Annotated[Optional[Path], typer.Option("--train", help="Training CSV (default: data/sign_mnist_train.csv[.gz], else synthetic data).")] = None,
     test_csv: Annotated[Optional[Path], typer.Option("--test", help="Test CSV (default: data/sign_mnist_test.csv[.gz]).")] = None,
-    preset: Annotated[str, typer.Option(help="Config preset: default | seed | smoke.")] = "default",
-    config: Annotated[Optional[Path], typer.Option(help="JSON/YAML file of config overrides on top of the preset.")] = None,
+    preset: Annotated[Preset, typer.Option(help="Config preset.")] = Preset.default,
+    config: Annotated[Optional[Path], typer.Option(help="JSON/YAML file of config overrides on top of the preset (only the keys it sets).")] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "sign-language-mnist",
-    accuracy_floor: Annotated[float, typer.Option(help="Promotion gate: minimum test accuracy.")] = 0.90,
-    tolerance: Annotated[float, typer.Option(help="Promotion gate: allowed accuracy drop vs the champion.")] = 0.002,
+    accuracy_floor: Annotated[float, typer.Option(min=0.0, max=1.0, help="Promotion gate: minimum test accuracy.")] = 0.90,
+    tolerance: Annotated[float, typer.Option(min=0.0, max=1.0, help="Promotion gate: allowed accuracy drop vs the champion.")] = 0.002,
     int8: Annotated[bool, typer.Option(help="Also build and judge an INT8 ONNX variant.")] = True,
     skip_if_unchanged: Annotated[bool, typer.Option(help="Skip when data digest and config equal the champion's.")] = False,
 ) -> None:
-    """Run the whole training flow (Prefect): validate, explore, train, evaluate, export, register, promote."""
-    from sign_model.train import PRESETS, TrainConfig
+    """Run the whole training flow (Prefect): validate, explore, train, evaluate, export, register, promote.
 
-    if preset not in PRESETS:
-        _fail(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    overrides = TrainConfig.from_file(config).to_dict() if config else {}
+    Exit 0 when the new model was promoted (or retraining was skipped), 3 when it was trained
+    and registered but not promoted, 1 on a data, tracking or registration error, 2 on a usage
+    or config error."""
+    from sign_model.train_config import ConfigError, config_sources, load_overrides, resolve_config
+
+    try:
+        overrides = load_overrides(config) if config else {}
+        effective = resolve_config(preset.value, overrides)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    _print_config(effective.to_dict(), config_sources(preset.value, overrides, f"file {config}"))
+    from sign_model.quiet import quiet_tensorflow
+
+    quiet_tensorflow(_options["verbose"])
     from flows.training import training_flow
+    from sign_model.data import DataFormatError
+    from sign_model.export import ParityError
     from sign_model.pipeline import RegistrationFailed, ValidationFailed
     from sign_model.tracking import TrackingUnavailable
 
     try:
         result = training_flow(train=str(train_csv) if train_csv else None, test=str(test_csv) if test_csv else None,
-                               preset=preset, overrides=overrides or None, experiment=experiment,
+                               preset=preset.value, overrides=overrides or None, experiment=experiment,
                                accuracy_floor=accuracy_floor, tolerance=tolerance, int8=int8,
                                force=not skip_if_unchanged)
-    except (ValidationFailed, RegistrationFailed, TrackingUnavailable, FileNotFoundError) as exc:
+    except (ValidationFailed, RegistrationFailed, TrackingUnavailable, FileNotFoundError, DataFormatError,
+            ParityError) as exc:
         _fail(str(exc))
     if result["skipped"]:
         out.print(f"Retraining skipped: {result['reason']}.")
         return
     _print_training(result)
+    if not result["promotion"]["promoted"]:
+        raise typer.Exit(EXIT_NOT_PROMOTED)
+
+
+def _print_config(values: dict, sources: dict[str, str]) -> None:
+    table = Table(title="training config", show_header=True)
+    table.add_column("setting")
+    table.add_column("value", justify="right")
+    table.add_column("from")
+    for key, value in values.items():
+        table.add_row(key, str(value), escape(sources[key]))
+    out.print(table)
 
 
 def _print_training(result: dict) -> None:
@@ -207,22 +283,30 @@ def _print_training(result: dict) -> None:
 
 @app.command("promote")
 def promote(
-    accuracy_floor: Annotated[float, typer.Option(help="Minimum test accuracy.")] = 0.90,
-    tolerance: Annotated[float, typer.Option(help="Allowed accuracy drop vs the champion.")] = 0.002,
+    accuracy_floor: Annotated[float, typer.Option(min=0.0, max=1.0, help="Minimum test accuracy.")] = 0.90,
+    tolerance: Annotated[float, typer.Option(min=0.0, max=1.0, help="Allowed accuracy drop vs the champion.")] = 0.002,
     force: Annotated[bool, typer.Option(help="Promote even if the gate fails (needs --why).")] = False,
     why: Annotated[Optional[str], typer.Option(help="Reason for a forced promotion (recorded).")] = None,
 ) -> None:
-    """Run the promotion gate on the ONNX challenger and record the decision."""
+    """Run the promotion gate on the ONNX challenger and record the decision.
+
+    Exit 0 when promoted, 3 when the gate refused, 1 when the registry cannot be reached or
+    holds no challenger, 2 on a usage error."""
     from sign_model import registry, tracking
 
-    tracking.configure()
+    if force and not (why and why.strip()):
+        _fail("--force needs --why with a reason (it is recorded on the version and the run).", 2)
     try:
+        tracking.configure()
         decision = registry.promote(registry.GatePolicy(accuracy_floor, tolerance), force=force, why=why)
-    except (LookupError, ValueError) as exc:
+    except (LookupError, ValueError, tracking.TrackingUnavailable) as exc:
         _fail(str(exc))
+    except Exception as exc:  # the tracking server went away mid-call
+        _fail(f"promotion failed talking to MLflow at {tracking.tracking_uri()} ({type(exc).__name__}: "
+              f"{str(exc).splitlines()[0][:200]}); check the server and run 'sign-mlops promote' again.")
     out.print(decision.summary())
     if not decision.promoted:
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_NOT_PROMOTED)
 
 
 def _expand_inputs(inputs: list[str]) -> list[Path]:

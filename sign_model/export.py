@@ -149,8 +149,12 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration_images: np.ndarr
 
     reader = type("Reader", (_Calibration, CalibrationDataReader), {})(calibration_images)
     tmp = int8_path.with_name(f".{int8_path.name}.raw")
-    quantize_static(str(fp32_path), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    logging.disable(logging.WARNING)  # onnxruntime logs "consider pre-processing" on the root logger
+    try:
+        quantize_static(str(fp32_path), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
     proto = onnx.load(str(tmp))
     tmp.unlink()
     return save_onnx(proto, int8_path, {**metadata, "quantization": "int8 static QDQ per-channel"})

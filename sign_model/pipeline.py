@@ -65,10 +65,10 @@ def resolve_data(paths: Paths, train: Path | None = None, test: Path | None = No
 
     existing = (paths.synthetic_dir / TRAIN_NAMES[0], paths.synthetic_dir / TEST_NAMES[0])
     if not all(p.is_file() for p in existing):
-        log.warning("No Kaggle files in %s: generating synthetic Kaggle-format data in %s", paths.data_dir, paths.synthetic_dir)
+        log.info("No Kaggle files in %s: generating synthetic Kaggle-format data in %s", paths.data_dir, paths.synthetic_dir)
         existing = synthesize_split(paths.synthetic_dir, *synthetic_rows)
     else:
-        log.warning("No Kaggle files in %s: using synthetic data in %s", paths.data_dir, paths.synthetic_dir)
+        log.info("No Kaggle files in %s: using synthetic data in %s", paths.data_dir, paths.synthetic_dir)
     return DataFiles.of(existing[0], existing[1], synthetic=True)
 
 
@@ -128,12 +128,15 @@ def explore_step(run_id: str, files: DataFiles, out_dir: Path) -> list[str]:
 
 def train_step(run_id: str, files: DataFiles, config: TrainConfig, out_dir: Path) -> dict:
     """Train on the training file (grouped validation inside); log curves and the Keras model."""
-    from sign_model.train import save_training_outputs, train_model
+    from sign_model.train import epoch_progress, save_training_outputs, train_model
 
     train = load_dataset(files.train)
     with tracking.resume_run(run_id):
         tracking.log_dataset(train.images, train.labels, files.train, train.digest, "train", "training")
-        result = train_model(train, config, callbacks=[tracking.epoch_logger()])
+        # MLflow's own Keras callback logs loss/accuracy/val_* per epoch (step = epoch, from 0) and
+        # the optimizer config as params; one progress line per epoch goes to the console/run log.
+        result = train_model(train, config, callbacks=[mlflow.keras.MlflowCallback(), epoch_progress(config.epochs)])
+        mlflow.flush_async_logging()
         saved = save_training_outputs(result, config, out_dir)
         mlflow.log_metrics({"best_epoch": result.best_epoch, "best_val_accuracy": result.val_accuracy,
                             "best_val_loss": result.val_loss, "train_seconds": result.train_seconds,

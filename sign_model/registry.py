@@ -7,7 +7,9 @@ earns it, the INT8 ONNX variant. Every new version gets alias `challenger`; the 
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import io
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -30,7 +32,8 @@ CHAMPION = "champion"
 def register(model_uri: str, name: str, tags: dict[str, str]) -> ModelVersion:
     """Register a logged model as a new version, tag it and give it alias `challenger`."""
     client = MlflowClient()
-    version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Successfully registered ..." lines
+        version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     log.info("registered %s version %s as %s", name, version.version, CHALLENGER)
     return version

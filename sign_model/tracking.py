@@ -1,4 +1,4 @@
-"""MLflow tracking helpers (explicit logging: TF 2.21 is outside autolog's tested range).
+"""MLflow tracking helpers (per-epoch curves come from MLflow's own Keras callback).
 
 Param and metric names are stable so runs line up column by column in the MLflow UI.
 """
@@ -49,6 +49,7 @@ def configure(experiment: str | None = DEFAULT_EXPERIMENT, uri: str | None = Non
     mlflow.set_tracking_uri(uri)
     if experiment:
         try:
+            _ensure_experiment(experiment, uri)
             mlflow.set_experiment(experiment)
         except Exception as exc:  # requests/connection errors surface as several types
             raise TrackingUnavailable(
@@ -56,6 +57,30 @@ def configure(experiment: str | None = DEFAULT_EXPERIMENT, uri: str | None = Non
                 f"{os.environ['MLFLOW_HTTP_REQUEST_MAX_RETRIES']} retries; check MLFLOW_TRACKING_URI and that "
                 "the server is up.") from exc
     return uri
+
+
+def local_artifact_root(uri: str) -> Path | None:
+    """For a local sqlite store: the artifact folder next to its database (under the project
+    home for the default store), instead of MLflow's default ./mlruns in the current directory."""
+    if not uri.startswith("sqlite:///"):
+        return None  # a tracking server decides where artifacts go
+    return Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
+
+
+def _ensure_experiment(name: str, uri: str) -> None:
+    """Create the experiment with its artifacts under the store's folder; warn when an existing
+    one keeps them elsewhere (MLflow fixes an experiment's location when it is created)."""
+    root = local_artifact_root(uri)
+    if root is None:
+        return
+    existing = mlflow.get_experiment_by_name(name)
+    if existing is None:
+        root.mkdir(parents=True, exist_ok=True)
+        mlflow.create_experiment(name, artifact_location=root.resolve().as_uri())
+    elif not existing.artifact_location.startswith(root.resolve().as_uri()):
+        log.warning("experiment %r keeps its artifacts in %s, not in %s (it was created before this release); "
+                    "new runs go there too. Use another --experiment name to keep everything under %s.",
+                    name, existing.artifact_location, root, root.parent)
 
 
 def git_commit() -> str | None:
@@ -81,26 +106,5 @@ def log_dataset(images: np.ndarray, labels: np.ndarray, source: str, digest: str
     mlflow.log_input(dataset, context=context)
 
 
-def log_history(history: dict[str, list[float]]) -> None:
-    """Per-epoch metrics: train_accuracy, train_loss, val_accuracy, val_loss, learning_rate."""
-    for key, values in history.items():
-        name = key if key.startswith("val_") or key == "learning_rate" else f"train_{key}"
-        for epoch, value in enumerate(values):
-            mlflow.log_metric(name, float(value), step=epoch + 1)
-
-
 def log_json(payload: Any, artifact_file: str) -> None:
     mlflow.log_text(json.dumps(payload, indent=2, default=str), artifact_file)
-
-
-def epoch_logger():
-    """Keras callback that logs each epoch's metrics as it ends (live curves in the UI)."""
-    import keras
-
-    class _EpochLogger(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            for key, value in (logs or {}).items():
-                name = key if key.startswith("val_") or key == "learning_rate" else f"train_{key}"
-                mlflow.log_metric(name, float(value), step=epoch + 1)
-
-    return _EpochLogger()

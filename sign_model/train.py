@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,88 +17,9 @@ import numpy as np
 
 from sign_model.data import SignDataset
 from sign_model.labels import INDEX_OF_LABEL, NUM_CLASSES
+from sign_model.train_config import PRESETS, TrainConfig  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that decides a model; saved with it and logged to MLflow as params."""
-
-    architecture: str = "bn_cnn"
-    epochs: int = 20
-    batch_size: int = 128
-    optimizer: str = "adamw"  # adamw | adam | sgd
-    learning_rate: float = 2e-3
-    lr_schedule: str = "cosine"  # cosine | constant
-    warmup_epochs: float = 1.0
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.05
-    dropout: float = 0.3
-    rotation_deg: float = 10.0
-    width_shift: float = 0.12
-    height_shift: float = 0.12
-    zoom: float = 0.12
-    contrast: float = 0.3
-    val_fraction: float = 0.1
-    early_stopping_patience: int = 4
-    select_from_fraction: float = 0.6  # model selection/early stopping only in the low-LR tail
-    seed: int = 42
-
-    def __post_init__(self) -> None:
-        from sign_model.model import ARCHITECTURES
-
-        problems = []
-        if self.architecture not in ARCHITECTURES:
-            problems.append(f"architecture must be one of {sorted(ARCHITECTURES)}")
-        if self.optimizer not in ("adamw", "adam", "sgd"):
-            problems.append("optimizer must be adamw, adam or sgd")
-        if self.lr_schedule not in ("cosine", "constant"):
-            problems.append("lr_schedule must be cosine or constant")
-        if self.epochs < 1 or self.batch_size < 1:
-            problems.append("epochs and batch_size must be >= 1")
-        if not 0 < self.learning_rate < 1:
-            problems.append("learning_rate must be in (0, 1)")
-        if not 0 < self.val_fraction < 0.5:
-            problems.append("val_fraction must be in (0, 0.5)")
-        if not 0 <= self.select_from_fraction < 1:
-            problems.append("select_from_fraction must be in [0, 1)")
-        if not 0 <= self.dropout < 1 or not 0 <= self.label_smoothing < 1:
-            problems.append("dropout and label_smoothing must be in [0, 1)")
-        if problems:
-            raise ValueError("Invalid training config: " + "; ".join(problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"Unknown training config keys {unknown}; known keys: {sorted(known)}.")
-        return cls(**values)
-
-    @classmethod
-    def from_file(cls, path: Path) -> "TrainConfig":
-        """Load a JSON or YAML file of overrides on top of the defaults."""
-        text = Path(path).read_text()
-        if Path(path).suffix in (".yaml", ".yml"):
-            import yaml
-
-            return cls.from_dict(yaml.safe_load(text) or {})
-        return cls.from_dict(json.loads(text))
-
-
-PRESETS: dict[str, TrainConfig] = {
-    "default": TrainConfig(),
-    "seed": TrainConfig(architecture="seed_cnn", epochs=10, optimizer="sgd", learning_rate=0.01,
-                        lr_schedule="constant", label_smoothing=0.0, dropout=0.2, rotation_deg=5.0,
-                        width_shift=0.13, height_shift=0.3, zoom=0.0, contrast=0.0),
-    "smoke": TrainConfig(architecture="tiny_cnn", epochs=3, batch_size=64, learning_rate=5e-3,
-                         dropout=0.1, rotation_deg=5.0, width_shift=0.05, height_shift=0.05,
-                         zoom=0.05, contrast=0.1, warmup_epochs=0.0, early_stopping_patience=3),
-}
 
 
 @dataclass
@@ -169,6 +90,28 @@ def _datasets(images: np.ndarray, targets: np.ndarray, train_idx: np.ndarray, va
              .prefetch(tf.data.AUTOTUNE))
     val = tf.data.Dataset.from_tensor_slices((x[val_idx], y[val_idx])).batch(512).prefetch(tf.data.AUTOTUNE)
     return train, val
+
+
+def epoch_progress(total_epochs: int, emit=print):
+    """Keras callback: one line per epoch (loss, accuracy, grouped-validation loss/accuracy,
+    seconds per epoch, ETA). Inside a Prefect flow with log_prints, each line is also a run log."""
+    import keras
+
+    class _EpochProgress(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None) -> None:
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            logs = logs or {}
+            done = epoch + 1
+            per_epoch = (time.perf_counter() - self.started) / done
+            eta = per_epoch * (total_epochs - done)
+            emit(f"epoch {done:>3}/{total_epochs}  loss {logs.get('loss', float('nan')):.4f}  "
+                 f"acc {logs.get('accuracy', float('nan')):.4f}  val_loss {logs.get('val_loss', float('nan')):.4f}  "
+                 f"val_acc {logs.get('val_accuracy', float('nan')):.4f}  {per_epoch:.1f} s/epoch  "
+                 f"ETA {int(eta // 60)}m{int(eta % 60):02d}s")
+
+    return _EpochProgress()
 
 
 def train_model(dataset: SignDataset, config: TrainConfig, callbacks: list | None = None) -> TrainResult:

@@ -49,8 +49,8 @@ def test_run_holds_params_metrics_inputs_pictures_and_model(flow_result):
             "int8_accuracy_loss_points"} <= set(run.data.metrics)
     client = mlflow.MlflowClient()
     per_epoch = client.get_metric_history(run.info.run_id, "val_accuracy")
-    assert len(per_epoch) == run.data.metrics["epochs_run"] and [m.step for m in per_epoch][0] == 1
-    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == len(per_epoch)
+    assert len(per_epoch) == run.data.metrics["epochs_run"] and [m.step for m in per_epoch][0] == 0
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == len(per_epoch)
     contexts = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
     assert set(contexts) == {"training", "evaluation"}
     assert run.data.tags["train_sha256"].startswith(contexts["training"].digest)

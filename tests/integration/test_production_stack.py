@@ -55,7 +55,19 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120
 
 @pytest.fixture(scope="module")
 def postgres():
-    subprocess.run(["pg_ctlcluster", "15", "main", "start"], capture_output=True)  # no-op when running
+    """The host's PostgreSQL cluster: started if it was stopped, and then stopped again after
+    (a cluster that was already running is left running)."""
+    was_running = subprocess.run(["pg_ctlcluster", "15", "main", "status"], capture_output=True).returncode == 0
+    if not was_running:
+        subprocess.run(["pg_ctlcluster", "15", "main", "start"], capture_output=True, check=True)
+    try:
+        yield from _databases()
+    finally:
+        if not was_running:
+            subprocess.run(["pg_ctlcluster", "15", "main", "stop"], capture_output=True)
+
+
+def _databases():
     suffix = uuid.uuid4().hex[:8]
     dbs = {"mlflow": f"mlflow_{suffix}", "prefect": f"prefect_{suffix}"}
     _psql(f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ROLE}') THEN "
@@ -153,10 +165,10 @@ def test_inbox_scoring_against_the_servers(trained, servers):
     inbox = home / "inbox"
     inbox.mkdir(exist_ok=True)
     shutil.copy(home / "data" / "sign_mnist_test.csv", inbox / "batch.csv")
-    _cli(env, "score-inbox", "--inbox", str(inbox), "--outbox", str(home / "outbox"))
+    _cli(env, "score-inbox", "--inbox", str(inbox), "--outbox", str(home / "outbox"), "--settle-seconds", "0")
     import json
 
-    summary = json.loads((home / "outbox" / "batch" / "batch.summary.json").read_text())
+    summary = json.loads(next((home / "outbox").glob("batch-*/batch.summary.json")).read_text())
     assert summary["rows_in"] == summary["rows_scored"] + summary["rows_rejected"] > 0
     assert summary["model"]["name"] == "sign-mnist-onnx" and summary["model"]["version"]
     flows = _prefect_post(servers, "/flows/filter")
