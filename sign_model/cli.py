@@ -12,7 +12,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+
+from sign_model import render
 
 # Quieter defaults; an explicit setting in the environment wins.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -77,14 +78,16 @@ def _log_to_console(verbose: bool) -> None:
 
 @data_app.command("synth")
 def data_synth(
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for sign_mnist_train.csv and sign_mnist_test.csv.")] = Path("data/synthetic"),
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for sign_mnist_train.csv and sign_mnist_test.csv [default: <home>/data/synthetic].")] = None,
     train_rows: Annotated[int, typer.Option(help="Rows in the training file.")] = 4800,
     test_rows: Annotated[int, typer.Option(help="Rows in the test file.")] = 1200,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
 ) -> None:
     """Write synthetic data in exactly the Kaggle format (24 learnable glyph classes)."""
+    from sign_model.config import default_paths
     from sign_model.synthetic import synthesize_split
 
+    out_dir = out_dir or default_paths().synthetic_dir
     with console.status("generating synthetic data..."):
         train, test = synthesize_split(out_dir, train_rows, test_rows, seed)
     out.print(f"wrote {train} ({train_rows} rows) and {test} ({test_rows} rows)")
@@ -93,14 +96,17 @@ def data_synth(
 @data_app.command("split")
 def data_split(
     source: Annotated[Path, typer.Argument(help="A labelled Kaggle-format CSV, e.g. the Kaggle training file.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the two new files.")] = Path("data/holdout"),
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the two new files [default: <home>/data/holdout].")] = None,
     fraction: Annotated[float, typer.Option(help="Share of rows (whole near-copy groups) held out as test.")] = 0.15,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Split one file into train/test files that keep near-copy groups apart (an honest holdout)."""
+    from sign_model.config import default_paths
     from sign_model.data import DataFormatError, load_dataset
     from sign_model.split import grouped_split
     from sign_model.synthetic import write_kaggle_csv
+
+    out_dir = out_dir or default_paths().data_dir / "holdout"
 
     try:
         with console.status("grouping near-copies and writing..."):
@@ -126,7 +132,7 @@ def data_validate(
         _fail(f"--report {report} is a folder; pass a file name, e.g. {report / 'validation_report.json'}.", 2)
     with console.status("validating..."):
         result = validate_files(train, test)
-    _print_report(result)
+    render.validation_report(out, result)
     if report:
         try:
             result.write(report)
@@ -137,46 +143,18 @@ def data_validate(
         raise typer.Exit(1)
 
 
-def _print_report(report) -> None:
-    for name, info in report.files.items():
-        counts = info.get("class_counts")
-        if counts:
-            out.print(_class_count_table(f"{name}: {info['rows']} rows", counts))
-    for key, value in report.stats.items():
-        out.print(f"{key}: {value}")
-    for finding in report.warnings:
-        out.print(f"[yellow]warning[/] {escape(f'[{finding.check}] {finding.message}')}")
-    for finding in report.errors:
-        out.print(f"[red]ERROR[/] {escape(f'[{finding.check}] {finding.message}')}")
-    out.print("[green]validation passed[/]" if report.passed else f"[red]validation failed: {len(report.errors)} error(s)[/]")
-
-
-def _class_count_table(title: str, counts: dict[str, int], pairs: int = 4) -> Table:
-    """Rows per letter as a compact grid (letter, rows) x pairs, readable in 80 columns."""
-    table = Table(title=title)
-    for _ in range(pairs):
-        table.add_column("letter")
-        table.add_column("rows", justify="right")
-    items = list(counts.items())
-    height = -(-len(items) // pairs)
-    for r in range(height):
-        cells: list[str] = []
-        for c in range(pairs):
-            i = c * height + r
-            cells += [items[i][0], str(items[i][1])] if i < len(items) else ["", ""]
-        table.add_row(*cells)
-    return table
-
-
 @data_app.command("explore")
 def data_explore(
     train: Annotated[Path, typer.Argument(help="Training CSV.")],
     test: Annotated[Optional[Path], typer.Option(help="Test CSV.")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the PNG files.")] = Path("outputs/figures"),
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the PNG files [default: <home>/outputs/figures].")] = None,
 ) -> None:
     """Draw a sample grid and class-count bar charts (PNG)."""
+    from sign_model.config import default_paths
     from sign_model.data import DataFormatError, load_dataset
     from sign_model.explore import explore
+
+    out_dir = out_dir or default_paths().figures_dir
 
     try:
         with console.status("drawing..."):
@@ -217,7 +195,7 @@ def train(
         effective = resolve_config(preset.value, overrides)
     except ConfigError as exc:
         _fail(str(exc), 2)
-    _print_config(effective.to_dict(), config_sources(preset.value, overrides, f"file {config}"))
+    out.print(render.config_table(effective.to_dict(), config_sources(preset.value, overrides, f"file {config}")))
     from sign_model.quiet import quiet_tensorflow
 
     quiet_tensorflow(_options["verbose"])
@@ -235,50 +213,43 @@ def train(
     except (ValidationFailed, RegistrationFailed, TrackingUnavailable, FileNotFoundError, DataFormatError,
             ParityError) as exc:
         _fail(str(exc))
-    if result["skipped"]:
-        out.print(f"Retraining skipped: {result['reason']}.")
+    if result.skipped:
+        out.print(f"Retraining skipped: {result.reason}.")
         return
-    _print_training(result)
-    if not result["promotion"]["promoted"]:
+    render.training_result(out, result)
+    if not result.promotion.promoted:
         raise typer.Exit(EXIT_NOT_PROMOTED)
 
 
-def _print_config(values: dict, sources: dict[str, str]) -> None:
-    table = Table(title="training config", show_header=True)
-    table.add_column("setting")
-    table.add_column("value", justify="right")
-    table.add_column("from")
-    for key, value in values.items():
-        table.add_row(key, str(value), escape(sources[key]))
-    out.print(table)
+@app.command("register")
+def register(
+    from_dir: Annotated[Path, typer.Option("--from", help="A run's folder, outputs/runs/<run id>, whose registration failed.")],
+    accuracy_floor: Annotated[float, typer.Option(min=0.0, max=1.0, help="Promotion gate: minimum test accuracy.")] = 0.90,
+    tolerance: Annotated[float, typer.Option(min=0.0, max=1.0, help="Promotion gate: allowed accuracy drop vs the champion.")] = 0.002,
+) -> None:
+    """Finish a failed registration without retraining: register the run's Keras, ONNX and INT8
+    models (versions already registered for the run are reused), then run the promotion gate.
 
+    Exit 0 when promoted, 3 when the gate refused, 1 when the tracking server cannot be reached."""
+    from sign_model import pipeline, tracking
+    from sign_model.export import ParityError
+    from sign_model.registry import GatePolicy
+    from sign_model.results import RunRecord
 
-def _print_training(result: dict) -> None:
-    from sign_model.config import tracking_uri
-
-    table = Table(title=f"MLflow run {result['run_id']}", show_header=False)
-    rows = [("data", f"{result['data']['train']}" + (" (SYNTHETIC)" if result["data"]["synthetic"] else "")),
-            ("test accuracy", f"{result['test_accuracy']:.4%} ({int(result['test_errors'])} errors / {int(result['test_rows'])})"),
-            ("test macro-F1", f"{result['test_macro_f1']:.4f}"),
-            ("grouped validation accuracy", f"{result['val_accuracy']:.4%}"),
-            ("training seconds", f"{result['train_seconds']:.0f}"),
-            ("ONNX parity", f"argmax {result['parity']['argmax_agreement']:.2%}, max |dp| {result['parity']['max_abs_delta']:.1e}")]
-    if result.get("int8"):
-        i8 = result["int8"]
-        rows.append(("INT8", f"{'registered' if i8['accepted'] else 'refused'}: {i8['reason']}, speed-up x{i8['int8_speedup']:.2f}"))
-    p = result["promotion"]
-    rows += [("registered", json.dumps(result["registered"])),
-             ("promotion", ("PROMOTED" if p["promoted"] else "not promoted") + f" v{p['version']}"),
-             ("champion", p["champion_uri"]), ("outputs", result["outputs"])]
-    for key, value in rows:
-        table.add_row(key, value)
-    out.print(table)
-    for reason in p["reasons"]:
+    try:
+        record = RunRecord.load(from_dir)
+        tracking.configure(experiment=None)
+        registered = pipeline.register_step(record)
+        promotion = pipeline.promote_step(GatePolicy(accuracy_floor, tolerance))
+    except (ValueError, ParityError, pipeline.RegistrationFailed, tracking.TrackingUnavailable, LookupError) as exc:
+        _fail(str(exc))
+    out.print(f"run {record.run_id}: keras v{registered.keras_version}, onnx v{registered.onnx_version}"
+              + (f", int8 v{registered.int8_version}" if registered.int8_version else ""))
+    out.print(("PROMOTED" if promotion.promoted else "not promoted") + f" v{promotion.version}")
+    for reason in promotion.reasons:
         out.print(f"  {escape(reason)}")
-    uri = tracking_uri()
-    mlflow_cli = Path(sys.executable).with_name("mlflow")
-    out.print(f"\nOpen the MLflow UI:  {mlflow_cli} ui --backend-store-uri {uri}" if uri.startswith("sqlite")
-              else f"\nMLflow UI: {uri}", soft_wrap=True)
+    if not promotion.promoted:
+        raise typer.Exit(EXIT_NOT_PROMOTED)
 
 
 @app.command("promote")
@@ -423,23 +394,9 @@ def _score_here(files: list[Path], model: str, out_dir: Path, overwrite: bool, c
                 if isinstance(exc, ScoringError) and exc.machine:
                     break
                 continue
-        _print_summary(summary)
+        render.scoring_summary(out, summary)
     if failures:
         raise typer.Exit(1)
-
-
-def _print_summary(s: dict) -> None:
-    acc = f", accuracy {s['accuracy']:.4%}" if s["accuracy"] is not None else ""
-    drift = s["drift"]
-    drift_text = (f"PSI intensity {drift['psi_mean_intensity']}, PSI classes {drift['psi_predicted_class']}"
-                  + (" [bold red]DRIFT[/]" if drift.get("drift") else " (ok)")) if drift.get("psi_mean_intensity") is not None else "n/a"
-    out.print(f"[bold]{s['input']}[/]: {s['rows_in']} rows in = {s['rows_scored']} scored + {s['rows_rejected']} rejected"
-              f"{acc}; mean confidence {s['mean_confidence']}, {s['low_confidence_rows']} below {s['low_confidence_threshold']}; "
-              f"{s['rows_per_second']:.0f} rows/s; drift: {drift_text}")
-    if s["reject_reasons"]:
-        out.print(f"  reject reasons: {s['reject_reasons']}")
-    out.print(f"  model {s['model']['name']} v{s['model']['version'] or '-'} ({s['model']['sha256'][:12]})")
-    out.print(f"  outputs: {s['outputs']['predictions']}, {s['outputs']['rejects']}, {s['outputs']['summary']}")
 
 
 @app.command("score-inbox")
@@ -509,7 +466,10 @@ def serve() -> None:
     from flows.training import training_flow
     from sign_model.config import ServiceSettings
 
-    settings = ServiceSettings.from_env()
+    try:
+        settings = ServiceSettings.from_env()
+    except ValueError as exc:
+        _fail(str(exc), 2)
     settings.inbox.mkdir(parents=True, exist_ok=True)
     retrain = training_flow.to_deployment(
         name="scheduled-retraining", cron=settings.retrain_cron,

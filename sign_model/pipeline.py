@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import platform
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +18,9 @@ import numpy as np
 from sign_model import tracking
 from sign_model.config import TEST_NAMES, TRAIN_NAMES, Paths, find_kaggle_file
 from sign_model.data import file_digest, load_dataset
-from sign_model.train import TrainConfig
+from sign_model.results import (DataFiles, Evaluated, Exported, Int8, Parity, Promotion, Registered, RunRecord, Trained,
+                                Validated)
+from sign_model.train_config import TrainConfig
 
 if TYPE_CHECKING:
     from sign_model.registry import GatePolicy
@@ -35,19 +36,8 @@ class RegistrationFailed(RuntimeError):
     """The model could not be registered; its files are kept locally (the message says where)."""
 
 
-@dataclass(frozen=True)
-class DataFiles:
-    """The inputs of one pipeline run: paths plus their sha256, computed once and passed on."""
-
-    train: str
-    test: str
-    synthetic: bool
-    train_sha256: str
-    test_sha256: str
-
-    @classmethod
-    def of(cls, train: Path | str, test: Path | str, synthetic: bool) -> "DataFiles":
-        return cls(str(train), str(test), synthetic, file_digest(train), file_digest(test))
+def data_files(train: Path | str, test: Path | str, synthetic: bool) -> DataFiles:
+    return DataFiles(str(train), str(test), synthetic, file_digest(train), file_digest(test))
 
 
 def resolve_data(paths: Paths, train: Path | None = None, test: Path | None = None,
@@ -56,7 +46,7 @@ def resolve_data(paths: Paths, train: Path | None = None, test: Path | None = No
     train = train or find_kaggle_file(paths.data_dir, TRAIN_NAMES)
     test = test or find_kaggle_file(paths.data_dir, TEST_NAMES)
     if train and test:
-        return DataFiles.of(train, test, synthetic=False)
+        return data_files(train, test, synthetic=False)
     if train or test:
         raise FileNotFoundError(
             f"Found only one of the Kaggle files in {paths.data_dir} (train={train}, test={test}); "
@@ -69,7 +59,7 @@ def resolve_data(paths: Paths, train: Path | None = None, test: Path | None = No
         existing = synthesize_split(paths.synthetic_dir, *synthetic_rows)
     else:
         log.info("No Kaggle files in %s: using synthetic data in %s", paths.data_dir, paths.synthetic_dir)
-    return DataFiles.of(existing[0], existing[1], synthetic=True)
+    return data_files(existing[0], existing[1], synthetic=True)
 
 
 def retrain_needed(files: DataFiles, config: TrainConfig, experiment: str, force: bool = False) -> tuple[bool, str]:
@@ -98,7 +88,7 @@ def start_run(files: DataFiles, config: TrainConfig, experiment: str, run_name: 
         return run.info.run_id
 
 
-def validate_step(run_id: str, files: DataFiles, report_path: Path) -> dict:
+def validate_step(run_id: str, files: DataFiles, report_path: Path) -> Validated:
     """Validation gate; logs the report; raises ValidationFailed (run marked FAILED) on errors."""
     from sign_model.validate import validate_files
 
@@ -112,7 +102,7 @@ def validate_step(run_id: str, files: DataFiles, report_path: Path) -> dict:
     if not report.passed:
         mlflow.MlflowClient().set_terminated(run_id, status="FAILED")
         raise ValidationFailed(f"{report.summary()} (full report: {report_path})")
-    return {"passed": True, "report": str(report_path), "warnings": [w.message for w in report.warnings]}
+    return Validated(True, str(report_path), tuple(w.message for w in report.warnings))
 
 
 def explore_step(run_id: str, files: DataFiles, out_dir: Path) -> list[str]:
@@ -126,7 +116,7 @@ def explore_step(run_id: str, files: DataFiles, out_dir: Path) -> list[str]:
     return [str(p) for p in paths]
 
 
-def train_step(run_id: str, files: DataFiles, config: TrainConfig, out_dir: Path) -> dict:
+def train_step(run_id: str, files: DataFiles, config: TrainConfig, out_dir: Path) -> Trained:
     """Train on the training file (grouped validation inside); log curves and the Keras model."""
     from sign_model.train import epoch_progress, save_training_outputs, train_model
 
@@ -144,8 +134,7 @@ def train_step(run_id: str, files: DataFiles, config: TrainConfig, out_dir: Path
                             "epochs_run": len(result.history["loss"]), "params_count": result.model.count_params()})
         mlflow.log_artifact(str(saved["history"]), "training")
         model_uri = _log_keras_model(result.model, train.images[:2])
-    return {"model_path": str(saved["model"]), "history_path": str(saved["history"]), "keras_model_uri": model_uri,
-            "val_accuracy": result.val_accuracy, "train_seconds": result.train_seconds}
+    return Trained(str(saved["model"]), str(saved["history"]), model_uri, result.val_accuracy, result.train_seconds)
 
 
 def _log_keras_model(model, example: np.ndarray) -> str:
@@ -160,16 +149,16 @@ def _log_keras_model(model, example: np.ndarray) -> str:
     return info.model_uri
 
 
-def evaluate_step(run_id: str, files: DataFiles, model_path: str, history_path: str, out_dir: Path) -> dict:
+def evaluate_step(run_id: str, files: DataFiles, trained: Trained, out_dir: Path) -> Evaluated:
     """Test-split metrics and the seed's analysis pictures, logged to the run."""
     import keras
 
     from sign_model.evaluate import evaluate_model, save_evaluation_outputs
 
     test = load_dataset(files.test)
-    model = keras.models.load_model(model_path)
+    model = keras.models.load_model(trained.model_path)
     evaluation = evaluate_model(model, test)
-    history = json.loads(Path(history_path).read_text())["history"]
+    history = json.loads(Path(trained.history_path).read_text())["history"]
     outputs = save_evaluation_outputs(evaluation, test, history, out_dir)
     summary = {"overall": evaluation.overall, "per_class": evaluation.per_class}
     with tracking.resume_run(run_id):
@@ -179,11 +168,11 @@ def evaluate_step(run_id: str, files: DataFiles, model_path: str, history_path: 
             mlflow.log_artifact(str(path), "evaluation")
         tracking.log_json(summary, "evaluation/metrics.json")
         mlflow.set_tag("test_accuracy", f"{evaluation.overall['accuracy']:.6f}")
-    return {"test_accuracy": evaluation.overall["accuracy"], "test_macro_f1": evaluation.overall["macro_f1"],
-            "test_errors": evaluation.overall["errors"], "test_rows": evaluation.overall["rows"]}
+    overall = evaluation.overall
+    return Evaluated(float(overall["accuracy"]), float(overall["macro_f1"]), int(overall["errors"]), int(overall["rows"]))
 
 
-def export_step(run_id: str, files: DataFiles, model_path: str, out_dir: Path, int8: bool = True) -> dict:
+def export_step(run_id: str, files: DataFiles, trained: Trained, out_dir: Path, int8: bool = True) -> Exported:
     """ONNX export + parity proof on the full test split (+ INT8 variant); logs both models."""
     import keras
 
@@ -192,25 +181,23 @@ def export_step(run_id: str, files: DataFiles, model_path: str, out_dir: Path, i
     from sign_model.evaluate import predict_probabilities
 
     train, test = load_dataset(files.train), load_dataset(files.test)
-    model = keras.models.load_model(model_path)
+    model = keras.models.load_model(trained.model_path)
     metadata = export.model_metadata(run_id, train.digest, {"reference_profile": profile_json(build_profile(train.images, train.labels))})
     fp32_path = export.keras_to_onnx(model, out_dir / "model.onnx", metadata)
-    parity = export.check_parity(predict_probabilities(model, test.images), fp32_path, test.images)
-    result = {"onnx_path": str(fp32_path), "parity": parity.__dict__, "onnx_sha256": file_digest(fp32_path),
-              "int8": None}
+    report = export.check_parity(predict_probabilities(model, test.images), fp32_path, test.images)
+    parity = Parity(float(report.argmax_agreement), float(report.max_abs_delta), bool(report.passed))
     with tracking.resume_run(run_id):
-        mlflow.log_metrics(parity.metrics())
+        mlflow.log_metrics(report.metrics())
         mlflow.set_tag("parity_passed", str(parity.passed).lower())
         if not parity.passed:
             log.error("ONNX parity failed: agreement %.4f, max |dp| %.2e", parity.argmax_agreement, parity.max_abs_delta)
-            return result
-        result["onnx_model_uri"] = _log_onnx_model(fp32_path, "onnx_model", test.images[:2])
-        if int8:
-            result["int8"] = _int8_variant(fp32_path, out_dir, train, test, metadata)
-    return result
+            return Exported(str(fp32_path), file_digest(fp32_path), parity)
+        onnx_uri = _log_onnx_model(fp32_path, "onnx_model", test.images[:2])
+        int8_result = _int8_variant(fp32_path, out_dir, train, test, metadata) if int8 else None
+    return Exported(str(fp32_path), file_digest(fp32_path), parity, onnx_uri, int8_result)
 
 
-def _int8_variant(fp32_path: Path, out_dir: Path, train, test, metadata: dict[str, str]) -> dict:
+def _int8_variant(fp32_path: Path, out_dir: Path, train, test, metadata: dict[str, str]) -> Int8:
     from sign_model import export
     from sign_model.train import to_indices
 
@@ -220,11 +207,10 @@ def _int8_variant(fp32_path: Path, out_dir: Path, train, test, metadata: dict[st
     report = export.judge_int8(fp32_path, int8_path, test.images, to_indices(test.labels))
     mlflow.log_metrics(report.metrics())
     mlflow.set_tag("int8_decision", report.reason)
-    info = {"path": str(int8_path), "accepted": report.accepted, "reason": report.reason, **report.metrics()}
-    if report.accepted:
-        info["model_uri"] = _log_onnx_model(int8_path, "onnx_int8_model", test.images[:2])
-        info["sha256"] = file_digest(int8_path)
-    return info
+    if not report.accepted:
+        return Int8(str(int8_path), False, report.reason, report.int8_accuracy, report.speedup)
+    return Int8(str(int8_path), True, report.reason, report.int8_accuracy, report.speedup,
+                _log_onnx_model(int8_path, "onnx_int8_model", test.images[:2]), file_digest(int8_path))
 
 
 def _log_onnx_model(path: Path, name: str, example: np.ndarray) -> str:
@@ -241,57 +227,60 @@ def _log_onnx_model(path: Path, name: str, example: np.ndarray) -> str:
     return info.model_uri
 
 
-def register_step(run_id: str, files: DataFiles, train_out: dict, eval_out: dict, export_out: dict) -> dict:
-    """Register Keras + ONNX (+ INT8) versions as challengers, tagged and linked; parity gates it."""
+def register_step(record: RunRecord) -> Registered:
+    """Register Keras + ONNX (+ INT8) versions as challengers, tagged and linked; parity gates it.
+
+    Idempotent: a version already registered for this run (tag run_id) is reused, so a failed
+    registration can be completed with `sign-mlops register --from <run dir>`."""
     from sign_model.export import ParityError
 
-    if not export_out["parity"]["passed"]:
-        raise ParityError(f"ONNX parity failed for run {run_id} (argmax agreement "
-                          f"{export_out['parity']['argmax_agreement']:.4%}, max |dp| {export_out['parity']['max_abs_delta']:.2e}); "
-                          "nothing was registered. Inspect the export before retrying.")
+    parity = record.exported.parity
+    if not parity.passed:
+        raise ParityError(f"ONNX parity failed for run {record.run_id} (argmax agreement {parity.argmax_agreement:.4%}, "
+                          f"max |dp| {parity.max_abs_delta:.2e}); nothing was registered. Inspect the export before retrying.")
     try:
-        return _register(run_id, files, train_out, eval_out, export_out)
+        return _register(record)
     except Exception as exc:
-        local = Path(train_out["model_path"]).parent.parent
         raise RegistrationFailed(
-            f"Registering run {run_id} failed ({type(exc).__name__}: {str(exc)[:300]}); the trained model, ONNX "
-            f"files and reports are kept in {local}. Fix the tracking server and run 'sign-mlops train' again "
-            "(or register from that folder).") from exc
+            f"Registering run {record.run_id} failed ({type(exc).__name__}: {str(exc)[:300]}); the trained model, ONNX "
+            f"files and reports are kept in {record.run_dir}. When the tracking server is back, finish it with "
+            f"'sign-mlops register --from {record.run_dir}' (no retraining).") from exc
 
 
-def _register(run_id: str, files: DataFiles, train_out: dict, eval_out: dict, export_out: dict) -> dict:
+def _register(record: RunRecord) -> Registered:
     from sign_model import registry
 
     tracking.configure(experiment=None)
-    common = {"run_id": run_id, "train_sha256": files.train_sha256, "test_accuracy": f"{eval_out['test_accuracy']:.6f}",
+    run_id, exported = record.run_id, record.exported
+    common = {"run_id": run_id, "train_sha256": record.files.train_sha256,
+              "test_accuracy": f"{record.evaluated.test_accuracy:.6f}",
               "validation_passed": mlflow.get_run(run_id).data.tags.get("validation_passed", "unknown"),
-              "parity_passed": "true", "parity_argmax_agreement": export_out["parity"]["argmax_agreement"],
-              "parity_max_abs_delta": export_out["parity"]["max_abs_delta"]}
-    keras_v = registry.register(train_out["keras_model_uri"], registry.KERAS_MODEL, common)
-    onnx_tags = {**common, "keras_version": keras_v.version, "onnx_sha256": export_out["onnx_sha256"]}
-    int8 = export_out.get("int8") or {}
-    if int8.get("accepted"):
-        int8_v = registry.register(int8["model_uri"], registry.INT8_MODEL,
-                                   {**common, "keras_version": keras_v.version, "onnx_sha256": int8["sha256"],
-                                    "test_accuracy": f"{int8['int8_int8_accuracy']:.6f}"})
+              "parity_passed": "true", "parity_argmax_agreement": exported.parity.argmax_agreement,
+              "parity_max_abs_delta": exported.parity.max_abs_delta}
+    keras_v = registry.register_once(record.trained.keras_model_uri, registry.KERAS_MODEL, common)
+    onnx_tags = {**common, "keras_version": keras_v.version, "onnx_sha256": exported.onnx_sha256}
+    int8 = exported.int8
+    if int8 is not None and int8.accepted:
+        int8_v = registry.register_once(int8.model_uri, registry.INT8_MODEL,
+                                        {**common, "keras_version": keras_v.version, "onnx_sha256": int8.sha256,
+                                         "test_accuracy": f"{int8.accuracy:.6f}"})
         onnx_tags["int8_version"] = int8_v.version
-    onnx_v = registry.register(export_out["onnx_model_uri"], registry.ONNX_MODEL, onnx_tags)
+    onnx_v = registry.register_once(exported.onnx_model_uri, registry.ONNX_MODEL, onnx_tags)
     registry.tag_version(registry.KERAS_MODEL, keras_v.version, {"onnx_version": onnx_v.version})
-    return {"keras_version": str(keras_v.version), "onnx_version": str(onnx_v.version),
-            "int8_version": str(onnx_tags["int8_version"]) if "int8_version" in onnx_tags else None}
+    return Registered(str(keras_v.version), str(onnx_v.version),
+                      str(onnx_tags["int8_version"]) if "int8_version" in onnx_tags else None)
 
 
-def promote_step(policy: "GatePolicy | None" = None, force: bool = False, why: str | None = None) -> dict:
+def promote_step(policy: "GatePolicy | None" = None, force: bool = False, why: str | None = None) -> Promotion:
     """Run the promotion gate on the current ONNX challenger."""
     from sign_model import registry
 
     decision = registry.promote(policy or registry.GatePolicy(), force=force, why=why)
     log.info(decision.summary())
-    return {"promoted": decision.promoted, "version": decision.challenger_version,
-            "champion_before": decision.champion_version, "reasons": decision.reasons,
-            "champion_uri": f"models:/{registry.ONNX_MODEL}@{registry.CHAMPION}"}
+    return Promotion(decision.promoted, decision.challenger_version, decision.champion_version,
+                     tuple(decision.reasons), f"models:/{registry.ONNX_MODEL}@{registry.CHAMPION}")
 
 
 def run_dir(paths: Paths, run_id: str) -> Path:
+    """The one place a run's local folder is decided."""
     return paths.outputs_dir / "runs" / run_id
-

@@ -39,6 +39,18 @@ def register(model_uri: str, name: str, tags: dict[str, str]) -> ModelVersion:
     return version
 
 
+def register_once(model_uri: str, name: str, tags: dict[str, str]) -> ModelVersion:
+    """The version of `name` already registered for this run (tag run_id), else a new one."""
+    client = MlflowClient()
+    for version in client.search_model_versions(f"name='{name}'"):
+        if version.tags.get("run_id") == str(tags["run_id"]):
+            client.set_registered_model_alias(name, CHALLENGER, version.version)
+            tag_version(name, version.version, tags)
+            log.info("%s version %s already registered for run %s", name, version.version, tags["run_id"])
+            return version
+    return register(model_uri, name, tags)
+
+
 def tag_version(name: str, version: str, tags: dict[str, str]) -> None:
     client = MlflowClient()
     for key, value in tags.items():

@@ -10,7 +10,8 @@ import pytest
 
 from sign_model import registry
 from sign_model.export import ParityError
-from sign_model.pipeline import DataFiles, register_step
+from sign_model.pipeline import register_step
+from sign_model.results import DataFiles, Evaluated, Exported, Parity, RunRecord, Trained
 
 
 def _new_version(onnx_path, accuracy: float, parity: str = "true") -> str:
@@ -61,31 +62,58 @@ def test_floor_and_parity_block_promotion_unless_forced(mlflow_store, onnx_model
     assert forced.promoted and "FORCED" in forced.reasons[-1] and "hotfix" in forced.reasons[-1]
 
 
-def test_failed_parity_registers_nothing(mlflow_store):
+def _record(run_id: str, run_dir: str, parity: bool = True, uri: str = "models:/m-does-not-exist") -> RunRecord:
     files = DataFiles("train.csv", "test.csv", False, "a" * 64, "b" * 64)
-    export_out = {"parity": {"passed": False, "argmax_agreement": 0.97, "max_abs_delta": 0.3}}
+    return RunRecord(run_id, run_dir, files, Trained(f"{run_dir}/model/model.keras", "h.json", uri, 0.99, 1.0),
+                     Evaluated(0.99, 0.99, 1, 100), Exported(f"{run_dir}/onnx/model.onnx", "x" * 64,
+                                                             Parity(1.0 if parity else 0.97, 0.0 if parity else 0.3, parity), uri))
+
+
+def test_failed_parity_registers_nothing(mlflow_store, tmp_path):
     with pytest.raises(ParityError, match="nothing was registered"):
-        register_step("run", files, {}, {"test_accuracy": 0.99}, export_out)
+        register_step(_record("run", str(tmp_path), parity=False))
     assert registry.version_by_alias(registry.ONNX_MODEL, "challenger") is None
     assert registry.version_by_alias(registry.KERAS_MODEL, "challenger") is None
 
 
-def test_registration_failure_keeps_files_and_says_where(mlflow_store, tmp_path):
+def test_registration_failure_keeps_files_and_says_how_to_finish(mlflow_store, tmp_path):
     from sign_model.pipeline import RegistrationFailed
 
-    model_dir = tmp_path / "runs" / "r1" / "model"
-    model_dir.mkdir(parents=True)
-    train_csv = tmp_path / "train.csv"
-    train_csv.write_text("label\n")
     mlflow.set_experiment("registration-failure")
     with mlflow.start_run() as run:
         pass
-    export_out = {"parity": {"passed": True, "argmax_agreement": 1.0, "max_abs_delta": 0.0},
-                  "onnx_model_uri": "models:/m-does-not-exist", "onnx_sha256": "x"}
-    with pytest.raises(RegistrationFailed, match=str(tmp_path / "runs" / "r1")):
-        register_step(run.info.run_id, DataFiles.of(train_csv, train_csv, False),
-                      {"model_path": str(model_dir / "model.keras"), "keras_model_uri": "models:/m-does-not-exist"},
-                      {"test_accuracy": 0.99}, export_out)
+    run_dir = tmp_path / "runs" / run.info.run_id
+    with pytest.raises(RegistrationFailed, match=f"register --from {run_dir}"):
+        register_step(_record(run.info.run_id, str(run_dir)))
+
+
+def test_register_from_a_run_folder_is_idempotent(mlflow_store, tmp_path, onnx_model_path):
+    """A run whose registration failed is finished by 'sign-mlops register --from' without
+    retraining; running it twice registers nothing twice."""
+    from typer.testing import CliRunner
+
+    from sign_model.cli import app
+
+    mlflow.set_experiment("register-from")
+    with mlflow.start_run() as run:
+        mlflow.set_tag("validation_passed", "true")
+        info = mlflow.onnx.log_model(onnx.load(str(onnx_model_path)), name="onnx_model",
+                                     pip_requirements=["onnxruntime"])
+    run_dir = tmp_path / "runs" / run.info.run_id
+    record = _record(run.info.run_id, str(run_dir), uri=info.model_uri)
+    record.save()
+    runner = CliRunner()
+    first = runner.invoke(app, ["register", "--from", str(run_dir), "--accuracy-floor", "0.5"])
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(app, ["register", "--from", str(run_dir), "--accuracy-floor", "0.5"])
+    assert second.exit_code == 0, second.output
+    client = mlflow.MlflowClient()
+    for name in (registry.ONNX_MODEL, registry.KERAS_MODEL):
+        versions = client.search_model_versions(f"name='{name}'")
+        assert len(versions) == 1 and versions[0].tags["run_id"] == run.info.run_id
+    assert str(registry.version_by_alias(registry.ONNX_MODEL, "champion").version) == "1"
+    missing = runner.invoke(app, ["register", "--from", str(tmp_path / "nope")])
+    assert missing.exit_code == 1 and "run_record.json not found" in missing.output
 
 
 def test_unreachable_tracking_server_is_reported_clearly(monkeypatch):

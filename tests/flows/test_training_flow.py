@@ -36,14 +36,14 @@ def flow_result(flow_home, tmp_path_factory):
 
 def test_flow_discovers_kaggle_files_in_data_dir(flow_result, flow_home):
     result, _ = flow_result
-    assert result["data"]["synthetic"] is False
-    assert result["data"]["train"] == str(flow_home / "data" / "sign_mnist_train.csv")
+    assert result.data.synthetic is False
+    assert result.data.train == str(flow_home / "data" / "sign_mnist_train.csv")
 
 
 def test_run_holds_params_metrics_inputs_pictures_and_model(flow_result):
     result, uri = flow_result
     mlflow.set_tracking_uri(uri)
-    run = mlflow.get_run(result["run_id"])
+    run = mlflow.get_run(result.run_id)
     assert run.data.params["architecture"] == "tiny_cnn" and run.data.params["epochs"] == "4"
     assert {"test_accuracy", "test_macro_f1", "train_seconds", "best_val_accuracy", "parity_argmax_agreement",
             "int8_accuracy_loss_points"} <= set(run.data.metrics)
@@ -73,7 +73,7 @@ def test_logged_keras_model_reproduces_evaluation_accuracy(flow_result, syntheti
     from sign_model.train import to_indices
 
     accuracy = float((probs.argmax(1) == to_indices(test.labels)).mean())
-    assert accuracy == pytest.approx(result["test_accuracy"], abs=1e-9)
+    assert accuracy == pytest.approx(result.evaluated.test_accuracy, abs=1e-9)
 
 
 def test_champion_onnx_loads_and_names_its_letters(flow_result, tmp_path):
@@ -81,10 +81,10 @@ def test_champion_onnx_loads_and_names_its_letters(flow_result, tmp_path):
     mlflow.set_tracking_uri(uri)
     from serving.model import resolve
 
-    assert result["promotion"]["promoted"]
+    assert result.promotion.promoted
     model = resolve(f"models:/{ONNX_MODEL}@{CHAMPION}", tmp_path / "cache")
     assert model.letters[0] == "A" and model.letters[-1] == "Y" and "J" not in model.letters
-    assert model.version == result["registered"]["onnx_version"]
+    assert model.version == result.registered.onnx_version
     assert model.sha256 == version_by_alias(ONNX_MODEL, CHAMPION).tags["onnx_sha256"]
 
 
@@ -109,9 +109,9 @@ def test_unchanged_data_and_config_skip_retraining(flow_result, flow_home):
 
     result, _ = flow_result
     again = training_flow(preset="smoke", overrides=SMOKE, home=str(flow_home), force=False)
-    assert again["skipped"] is True and "equal champion" in again["reason"]
+    assert again.skipped is True and "equal champion" in again.reason
     changed = TrainConfig.from_dict({**PRESETS["smoke"].to_dict(), **SMOKE, "epochs": 5}).to_dict()
-    sha = mlflow.get_run(result["run_id"]).data.tags["train_sha256"]
+    sha = mlflow.get_run(result.run_id).data.tags["train_sha256"]
     same, reason = champion_matches(sha, changed)
     assert not same and "['epochs']" in reason
     assert "training data changed" in champion_matches("0" * 64, changed)[1]

@@ -1,0 +1,109 @@
+"""One config path: the run you asked for, or a clear error before anything starts."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from sign_model.cli import app
+from sign_model.train_config import (ARCHITECTURE_NAMES, PRESETS, ConfigError, TrainConfig, config_sources,
+                                     load_overrides, resolve_config)
+
+runner = CliRunner()
+
+
+def test_preset_plus_partial_override_keeps_the_preset(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 3\nlearning_rate: 0.01\n")
+    config = resolve_config("smoke", load_overrides(path))
+    assert config.architecture == "tiny_cnn" and config.batch_size == PRESETS["smoke"].batch_size
+    assert config.epochs == 3 and config.learning_rate == 0.01
+    sources = config_sources("smoke", load_overrides(path), "file c.yaml")
+    assert sources["epochs"] == "file c.yaml" and sources["architecture"] == "preset smoke"
+    assert sources["seed"] == "default"
+
+
+def test_cli_passes_only_the_keys_the_user_wrote(tmp_path, monkeypatch):
+    """The bug: the CLI turned c.yaml into a full default config that replaced the preset."""
+    import flows.training
+
+    seen = {}
+
+    def fake_flow(**kwargs):
+        seen.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(flows.training, "training_flow", fake_flow)
+    monkeypatch.setattr("sign_model.quiet.quiet_tensorflow", lambda verbose=False: None)
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 3\n")
+    result = runner.invoke(app, ["train", "--preset", "smoke", "--config", str(path)])
+    assert seen["preset"] == "smoke" and seen["overrides"] == {"epochs": 3}
+    assert "tiny_cnn" in result.output and "preset smoke" in result.output
+
+
+@pytest.mark.parametrize("text, message", [
+    ("epochs: three\n", "epochs must be a whole number"),
+    ("epochs: 1.5\n", "epochs must be a whole number"),
+    ("epochs: true\n", "epochs must be a whole number"),
+    ("epochs: -2\n", "epochs must be 1-10000"),
+    ("learning_rate: fast\n", "learning_rate must be a number"),
+    ("architecture: resnet\n", "architecture must be one of"),
+    ("epochz: 3\n", "unknown config key(s) ['epochz']"),
+    ("- 1\n- 2\n", "expected a mapping"),
+    ("epochs: [\n", "line 2: not valid YAML"),
+])
+def test_bad_config_files_are_one_line_errors(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        resolve_config("smoke", load_overrides(path))
+    assert message in str(info.value)
+    result = runner.invoke(app, ["train", "--preset", "smoke", "--config", str(path)])
+    assert result.exit_code == 2 and message.split(" [")[0] in result.output and "Traceback" not in result.output
+
+
+def test_json_syntax_error_names_the_line(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text('{\n  "epochs": 3,\n}\n')
+    with pytest.raises(ConfigError, match=r"c.json line 3: not valid JSON"):
+        load_overrides(path)
+
+
+def test_missing_config_file_and_unknown_preset(tmp_path):
+    result = runner.invoke(app, ["train", "--config", str(tmp_path / "none.yaml")])
+    assert result.exit_code == 2 and "file not found" in result.output
+    result = runner.invoke(app, ["train", "--preset", "huge"])
+    assert result.exit_code == 2 and "huge" in result.output
+    with pytest.raises(ConfigError, match="unknown preset"):
+        resolve_config("huge")
+
+
+def test_architecture_names_match_the_model_builders():
+    from sign_model.model import ARCHITECTURES
+
+    assert set(ARCHITECTURE_NAMES) == set(ARCHITECTURES)
+    assert TrainConfig.from_dict(PRESETS["seed"].to_dict()) == PRESETS["seed"]
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("SIGN_MLOPS_SCORE_INTERVAL", "abc", "not a whole number"),
+    ("SIGN_MLOPS_SCORE_INTERVAL", "0", "at least 1"),
+    ("SIGN_MLOPS_RETRAIN_CRON", "61 * * * *", "not a valid cron"),
+    ("SIGN_MLOPS_PRESET", "huge", "not a preset"),
+])
+def test_bad_service_settings_are_refused_before_serving(monkeypatch, name, value, message):
+    monkeypatch.setenv(name, value)
+    result = runner.invoke(app, ["serve"])
+    assert result.exit_code == 2 and name in result.output and message in result.output
+
+
+def test_forced_promotion_needs_a_real_reason():
+    result = runner.invoke(app, ["promote", "--force", "--why", "   "])
+    assert result.exit_code == 2 and "--why" in result.output
+
+
+def test_version_and_exit_codes_in_help():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("sign-mlops ")
+    assert "3 trained" in runner.invoke(app, ["--help"]).output
