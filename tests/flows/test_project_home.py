@@ -1,0 +1,34 @@
+"""All state under the project home: a smoke run and a registry score started from another
+directory leave that directory empty, and the MLflow artifacts sit under <home>/outputs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_smoke_run_and_score_write_nothing_outside_home(tmp_path):
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SIGN_MLOPS_", "PREFECT_API_URL"))}
+    env.update(SIGN_MLOPS_HOME=str(home), PYTHONPATH=str(ROOT))
+    cli = [sys.executable, "-m", "sign_model.cli"]
+    trained = subprocess.run([*cli, "train", "--preset", "smoke", "--accuracy-floor", "0.3"], cwd=elsewhere, env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    assert "tiny_cnn" in trained.stdout and "epoch   1/3" in trained.stdout
+    assert "cuInit" not in trained.stderr and "oneDNN" not in trained.stderr
+    scored = subprocess.run([*cli, "score", str(home / "data" / "synthetic" / "sign_mnist_test.csv")], cwd=elsewhere,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert list(elsewhere.iterdir()) == []
+    assert (home / "outputs" / "scores" / "sign_mnist_test.summary.json").exists()
+    assert list((home / "outputs" / "mlartifacts").rglob("*.onnx"))
+    assert list((home / "outputs" / "model-cache").rglob("*.onnx"))
