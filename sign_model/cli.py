@@ -196,9 +196,16 @@ def train(
     except ConfigError as exc:
         _fail(str(exc), 2)
     out.print(render.config_table(effective.to_dict(), config_sources(preset.value, overrides, f"file {config}")))
-    from sign_model.quiet import quiet_tensorflow
+    from sign_model import tracking
+    from sign_model.quiet import prefect_console_without_tracebacks, quiet_tensorflow
 
+    try:  # fail in seconds, before any work, when the tracking store cannot be reached
+        tracking.configure(experiment)
+    except tracking.TrackingUnavailable as exc:
+        _fail(str(exc))
     quiet_tensorflow(_options["verbose"])
+    if not _options["debug"]:
+        prefect_console_without_tracebacks()
     from flows.training import training_flow
     from sign_model.data import DataFormatError
     from sign_model.export import ParityError
@@ -434,6 +441,10 @@ def score_inbox_command(
     if every > 0:
         inbox_scoring_flow.serve(name="inbox-scoring", interval=every, parameters=parameters)
         return
+    if not _options["debug"]:
+        from sign_model.quiet import prefect_console_without_tracebacks
+
+        prefect_console_without_tracebacks()
     with sigterm_as_exception():
         result = inbox_scoring_flow(**parameters)
     if result.get("error"):

@@ -49,3 +49,29 @@ def quiet_tensorflow(verbose: bool = False) -> None:
 
         tf.config.list_physical_devices()
         tf.get_logger().setLevel("ERROR")
+
+
+class _NoTraceback:
+    """Logging filter for a console handler: keep the message, drop the traceback (the run's
+    log in the Prefect UI, written by a handler that runs first, still has it)."""
+
+    def filter(self, record) -> bool:
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+def prefect_console_without_tracebacks() -> None:
+    """Errors inside flows print as one line on the console; use --debug to see tracebacks."""
+    import logging
+
+    from prefect.logging.configuration import PROCESS_LOGGING_CONFIG, setup_logging
+
+    if not PROCESS_LOGGING_CONFIG:
+        setup_logging()  # later calls by Prefect are incremental: they keep these handlers
+    loggers = [logging.getLogger(name) for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs")]
+    for handler in (h for logger in loggers for h in logger.handlers):
+        if handler.__class__.__name__ != "PrefectConsoleHandler":
+            continue
+        if not any(isinstance(f, _NoTraceback) for f in handler.filters):
+            handler.addFilter(_NoTraceback())

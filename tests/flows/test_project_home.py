@@ -32,3 +32,20 @@ def test_smoke_run_and_score_write_nothing_outside_home(tmp_path):
     assert (home / "outputs" / "scores" / "sign_mnist_test.summary.json").exists()
     assert list((home / "outputs" / "mlartifacts").rglob("*.onnx"))
     assert list((home / "outputs" / "model-cache").rglob("*.onnx"))
+
+
+@pytest.mark.slow
+def test_errors_inside_the_flow_are_one_line_without_traceback(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("label,pixel1\n1,2\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SIGN_MLOPS_", "PREFECT_API_URL"))}
+    env.update(SIGN_MLOPS_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", "sign_model.cli", "train", "--preset", "smoke", "--train", str(bad),
+                           "--test", str(bad)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr and "error: validation failed" in done.stderr
+    env["MLFLOW_TRACKING_URI"] = "http://127.0.0.1:9"
+    env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    done = subprocess.run([sys.executable, "-m", "sign_model.cli", "train", "--preset", "smoke"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "not reachable" in done.stderr and "Traceback" not in done.stderr
