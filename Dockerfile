@@ -1,13 +1,18 @@
 # The project image: CLI, flows and scorer. Runs `sign-mlops serve` by default.
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
-    SIGN_MLOPS_HOME=/srv/sign-mlops TF_CPP_MIN_LOG_LEVEL=2
+    SIGN_MLOPS_HOME=/srv/sign-mlops TF_CPP_MIN_LOG_LEVEL=3
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY sign_model ./sign_model
 COPY flows ./flows
 COPY serving ./serving
-RUN pip install ".[server]" && useradd --create-home --uid 1000 app && mkdir -p /srv/sign-mlops && chown app /srv/sign-mlops
+RUN pip install ".[server]"
+# Every mount point exists in the image, owned by the user the process runs as: a fresh named
+# volume mounted there copies that ownership (a missing mount point comes up root:root 755).
+RUN useradd --create-home --uid 1000 app \
+    && mkdir -p /srv/sign-mlops/data /srv/sign-mlops/inbox /srv/sign-mlops/outbox /srv/sign-mlops/outputs \
+    && chown -R app:app /srv/sign-mlops
 USER app
 WORKDIR /srv/sign-mlops
 CMD ["sign-mlops", "serve"]

@@ -78,7 +78,7 @@ def _log_to_console(verbose: bool) -> None:
 
 @data_app.command("synth")
 def data_synth(
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for sign_mnist_train.csv and sign_mnist_test.csv [default: <home>/data/synthetic].")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for sign_mnist_train.csv and sign_mnist_test.csv [default: <home>/outputs/synthetic-data].")] = None,
     train_rows: Annotated[int, typer.Option(help="Rows in the training file.")] = 4800,
     test_rows: Annotated[int, typer.Option(help="Rows in the test file.")] = 1200,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
@@ -472,6 +472,7 @@ def serve() -> None:
     A scheduled retraining skips (and says so) when data and config equal the champion's.
     """
     from prefect import serve as prefect_serve
+    from prefect.types.entrypoint import EntrypointType
 
     from flows.scoring import inbox_scoring_flow
     from flows.training import training_flow
@@ -482,11 +483,14 @@ def serve() -> None:
     except ValueError as exc:
         _fail(str(exc), 2)
     settings.inbox.mkdir(parents=True, exist_ok=True)
+    # Module-path entrypoints (flows.training.training_flow), not file paths: a file path makes
+    # Prefect load the flow module as top-level `scoring`, and cloudpickle then ships
+    # `scoring.score_piece` by reference to Dask workers, which cannot import it.
     retrain = training_flow.to_deployment(
-        name="scheduled-retraining", cron=settings.retrain_cron,
+        name="scheduled-retraining", cron=settings.retrain_cron, entrypoint_type=EntrypointType.MODULE_PATH,
         parameters={"preset": settings.preset, "force": False}, description="Retrain when data or config changed.")
     scoring = inbox_scoring_flow.to_deployment(
-        name="inbox-scoring", interval=settings.score_interval_s,
+        name="inbox-scoring", interval=settings.score_interval_s, entrypoint_type=EntrypointType.MODULE_PATH,
         parameters={"inbox": str(settings.inbox), "outbox": str(settings.outbox), "model": settings.model_uri,
                     "dask_address": os.environ.get("SIGN_MLOPS_DASK_ADDRESS")})
     out.print(f"serving: retraining '{settings.retrain_cron}', inbox scoring every {settings.score_interval_s}s "

@@ -31,7 +31,8 @@ class Paths:
 
     @property
     def synthetic_dir(self) -> Path:
-        return self.data_dir / "synthetic"
+        """Generated data lives with the outputs: data/ holds only what a user brings."""
+        return self.outputs_dir / "synthetic-data"
 
     @property
     def outputs_dir(self) -> Path:

@@ -99,6 +99,9 @@ def write_atomically(path: Path, payload: bytes) -> None:
     """Write bytes to a temp file in the same folder, then rename (never a half-written file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; a data file gets the usual mode
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)

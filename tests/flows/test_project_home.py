@@ -25,7 +25,7 @@ def test_smoke_run_and_score_write_nothing_outside_home(tmp_path):
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
     assert "tiny_cnn" in trained.stdout and "epoch   1/3" in trained.stdout
     assert "cuInit" not in trained.stderr and "oneDNN" not in trained.stderr
-    scored = subprocess.run([*cli, "score", str(home / "data" / "synthetic" / "sign_mnist_test.csv")], cwd=elsewhere,
+    scored = subprocess.run([*cli, "score", str(home / "outputs" / "synthetic-data" / "sign_mnist_test.csv")], cwd=elsewhere,
                             env=env, capture_output=True, text=True, timeout=300)
     assert scored.returncode == 0, scored.stderr[-3000:]
     assert list(elsewhere.iterdir()) == []

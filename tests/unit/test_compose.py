@@ -77,14 +77,49 @@ def test_scheduler_runs_the_project_image_with_data_inbox_outbox():
     assert scheduler["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
 
 
-@pytest.mark.skipif(shutil.which("docker") is None or subprocess.run(["docker", "compose", "version"],
-                    capture_output=True).returncode != 0, reason="no docker compose client")
-def test_docker_compose_config_accepts_the_file(tmp_path):
+def _compose_clients() -> list[list[str]]:
+    """Every compose client on this machine: Compose v2 (`docker compose`) and v1 (`docker-compose`)."""
+    clients = []
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        clients.append(["docker", "compose"])
+    if shutil.which("docker-compose"):
+        clients.append(["docker-compose"])
+    return clients
+
+
+@pytest.mark.skipif(not _compose_clients(), reason="no compose client (.ci/run installs Debian's docker-compose)")
+@pytest.mark.parametrize("profile", [[], ["--profile", "scale"]])
+def test_compose_clients_accept_the_file(tmp_path, profile):
     env = tmp_path / ".env"
     env.write_text((ROOT / ".env.example").read_text())
-    done = subprocess.run(["docker", "compose", "--env-file", str(env), "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    for client in _compose_clients():
+        done = subprocess.run([*client, "--env-file", str(env), "-f", str(ROOT / "docker-compose.yml"), *profile,
+                               "config", "-q"], capture_output=True, text=True, cwd=ROOT)
+        assert done.returncode == 0, (client, done.stderr)
+
+
+def test_file_works_with_compose_v1_and_v2():
+    assert "name" not in COMPOSE, "top-level 'name:' is Compose v2 only; COMPOSE_PROJECT_NAME in .env works in both"
+    assert _env_example()["COMPOSE_PROJECT_NAME"] == "sign-mlops"
+
+
+def test_image_creates_every_mount_point_owned_by_the_app_user():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for service in ("scheduler", "dask-worker"):
+        for volume in SERVICES[service]["volumes"]:
+            target = volume.split(":")[1]
+            assert target in dockerfile, f"{target} is not created in the image"
+    assert "chown -R app:app /srv/sign-mlops" in dockerfile and "USER app" in dockerfile
+
+
+def test_build_context_leaves_out_secrets_data_and_environments():
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    for entry in (".env", ".git", ".venv*", "data/", "outputs/"):
+        assert entry in ignored
+
+
+def test_mlflow_server_worker_count_is_set_for_a_small_host():
+    assert "--workers ${MLFLOW_WORKERS}" in SERVICES["mlflow"]["command"]
 
 
 def test_scale_profile_adds_dask_scheduler_and_workers_on_the_project_image():

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# End-to-end check of the production stack, for real:
+#   1. compose up -d --build, wait until every service is healthy;
+#   2. one training run (smoke preset) through the Prefect deployment of `sign-mlops serve`;
+#   3. via the MLflow API: the run, the three registered models and the `champion` alias exist,
+#      and the ONNX champion downloads through the server (scored with models:/...@champion);
+#   4. a labelled CSV dropped into the inbox volume, inbox scoring triggered through its
+#      deployment, rows in = scored + rejected in the outbox summary;
+#   5. profile `scale` with 2 Dask workers: a larger file scored through the served Dask path,
+#      outputs byte-identical to the single-machine scorer's;
+#   6. down -v (unless KEEP=1).
+# Usage: scripts/stack-check.sh [-f override.yml ...]
+#   COMPOSE="docker compose" | "docker-compose" (default: whichever is installed; both work)
+#   STACK_PROJECT (default sign-mlops-check), WAIT_S (default 900), KEEP=1 keeps the stack up.
+# On machines where containers may only use loopback: -f tests/stack/host-network.yml
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+overrides=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -f) overrides+=(-f "$2"); shift 2 ;;
+    *) echo "usage: $0 [-f override.yml ...]" >&2; exit 2 ;;
+  esac
+done
+project=${STACK_PROJECT:-sign-mlops-check}
+wait_s=${WAIT_S:-900}
+if [ -z "${COMPOSE:-}" ]; then
+  if docker compose version >/dev/null 2>&1; then COMPOSE="docker compose"
+  elif command -v docker-compose >/dev/null; then COMPOSE=docker-compose
+  else echo "stack-check: no compose client; install Docker Compose v2 or docker-compose >= 1.29" >&2; exit 2; fi
+fi
+work=$(mktemp -d)
+env_file=$work/.env
+password=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+sed -e "s/^POSTGRES_PASSWORD=.*/POSTGRES_PASSWORD=$password/" -e "s/^COMPOSE_PROJECT_NAME=.*/COMPOSE_PROJECT_NAME=$project/" \
+  .env.example > "$env_file"
+profile=()
+
+say() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
+fail() { printf '\nSTACK CHECK FAILED: %s\n' "$*" >&2; exit 1; }
+dc() { $COMPOSE --env-file "$env_file" -p "$project" -f docker-compose.yml "${overrides[@]}" "${profile[@]}" "$@"; }
+in_scheduler() { dc exec -T scheduler sh -c "$1"; }
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+mlflow_api() { curl -sf --max-time 30 "http://127.0.0.1:5000/api/2.0/mlflow/$1"; }
+
+teardown() {
+  local code=$?
+  if [ "${KEEP:-0}" != 1 ]; then
+    say "teardown: down -v"
+    profile=(--profile scale)
+    dc down -v --remove-orphans >/dev/null 2>&1 || echo "teardown failed; run: $COMPOSE -p $project down -v" >&2
+  fi
+  rm -rf "$work"
+  [ $code -eq 0 ] && printf '\nSTACK CHECK PASSED in %ss\n' "$SECONDS"
+  exit $code
+}
+trap teardown EXIT
+
+wait_healthy() {  # service...
+  local deadline=$((SECONDS + wait_s)) svc id status
+  for svc in "$@"; do
+    while :; do
+      status=missing
+      for id in $(dc ps -q "$svc" 2>/dev/null); do
+        status=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id")
+        [ "$status" = healthy ] || break
+      done
+      [ "$status" = healthy ] && break
+      if [ $SECONDS -gt $deadline ]; then
+        dc logs --tail 40 "$svc" >&2 || true
+        fail "$svc is not healthy after ${wait_s}s (status: $status); its last log lines are above"
+      fi
+      sleep 5
+    done
+    echo "  $svc healthy"
+  done
+}
+
+run_deployment() {  # deployment, params...
+  local name=$1; shift
+  local params=""
+  for p in "$@"; do params="$params -p $p"; done
+  in_scheduler "prefect deployment run '$name' $params --watch --watch-timeout $wait_s" \
+    || fail "deployment $name did not complete; see: $COMPOSE -p $project logs scheduler"
+}
+
+say "preflight: $COMPOSE, ports"
+$COMPOSE version | head -1
+for port in 5432 5000 4200 8786 8787; do
+  if ss -ltnH "sport = :$port" | grep -q .; then fail "port $port is in use on this host (stop what holds it: ss -ltnp)"; fi
+done
+
+say "build and start the stack"
+build_start=$SECONDS
+dc up -d --build
+echo "  up --build took $((SECONDS - build_start)) s"
+wait_healthy postgres mlflow prefect scheduler
+
+say "train once through the Prefect deployment (smoke preset)"
+run_deployment sign-mnist-training/scheduled-retraining preset=smoke force=true accuracy_floor=0.5
+
+say "check the run, the registered models and the champion via the MLflow API"
+experiment=$(mlflow_api "experiments/get-by-name?experiment_name=sign-language-mnist" | json 'd["experiment"]["experiment_id"]')
+runs=$(curl -sf -X POST -H 'Content-Type: application/json' -d "{\"experiment_ids\": [\"$experiment\"]}" \
+  http://127.0.0.1:5000/api/2.0/mlflow/runs/search | json 'len(d.get("runs", []))')
+[ "$runs" -ge 1 ] || fail "no MLflow run in experiment $experiment"
+for model in sign-mnist-keras sign-mnist-onnx sign-mnist-onnx-int8; do
+  mlflow_api "registered-models/get?name=$model" >/dev/null || fail "registered model $model missing"
+done
+champion=$(mlflow_api "registered-models/alias?name=sign-mnist-onnx&alias=champion" | json 'd["model_version"]["version"]')
+echo "  $runs run(s), 3 registered models, champion = sign-mnist-onnx v$champion"
+
+say "inbox: a labelled CSV through the inbox deployment"
+in_scheduler 'set -e; sign-mlops data synth --out /tmp/synth --train-rows 48 --test-rows 600 --seed 5 >/dev/null
+  cp /tmp/synth/sign_mnist_test.csv "$SIGN_MLOPS_INBOX/batch.csv.partial"
+  mv "$SIGN_MLOPS_INBOX/batch.csv.partial" "$SIGN_MLOPS_INBOX/batch.csv"'
+run_deployment sign-mnist-inbox-scoring/inbox-scoring settle_s=0
+in_scheduler 'cat "$SIGN_MLOPS_OUTBOX"/batch-*/batch.summary.json' > "$work/batch.json" || fail "no outbox summary for batch.csv"
+python3 - "$work/batch.json" <<'EOF' || fail "outbox summary does not balance"
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["rows_in"] == 600 == s["rows_scored"] + s["rows_rejected"], s
+assert s["model"]["name"] == "sign-mnist-onnx" and s["model"]["version"], s["model"]
+print(f"  rows in {s['rows_in']} = {s['rows_scored']} scored + {s['rows_rejected']} rejected; accuracy {s['accuracy']}")
+EOF
+
+say "the ONNX champion downloads through the server and scores"
+in_scheduler 'rm -rf "$SIGN_MLOPS_HOME/outputs/model-cache" && env SIGN_MLOPS_DASK_ADDRESS= sign-mlops score /tmp/synth/sign_mnist_train.csv --out /tmp/champion-check >/dev/null && test -s /tmp/champion-check/sign_mnist_train.summary.json' \
+  || fail "scoring with models:/sign-mnist-onnx@champion through the server failed"
+echo "  models:/sign-mnist-onnx@champion downloaded (sha256 checked) and scored"
+
+say "scale profile: 2 Dask workers, inbox scoring on the cluster"
+sed -i "s|^SIGN_MLOPS_DASK_ADDRESS=.*|SIGN_MLOPS_DASK_ADDRESS=tcp://dask-scheduler:8786|" "$env_file"
+profile=(--profile scale)
+dc up -d --scale dask-worker=2
+wait_healthy dask-scheduler dask-worker scheduler
+in_scheduler 'set -e; sign-mlops data synth --out /tmp/big --train-rows 48 --test-rows 30000 --seed 9 >/dev/null
+  cp /tmp/big/sign_mnist_test.csv "$SIGN_MLOPS_INBOX/big.csv.partial" && mv "$SIGN_MLOPS_INBOX/big.csv.partial" "$SIGN_MLOPS_INBOX/big.csv"'
+run_deployment sign-mnist-inbox-scoring/inbox-scoring settle_s=0
+in_scheduler 'set -e; out=$(ls -d "$SIGN_MLOPS_OUTBOX"/big-*); cat "$out/big.summary.json"' > "$work/big.json" \
+  || fail "no outbox summary for big.csv (cluster path)"
+python3 - "$work/big.json" <<'EOF' || fail "the cluster summary is wrong"
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["rows_in"] == 30000 == s["rows_scored"] + s["rows_rejected"], s
+assert s.get("pieces", 0) >= 2, f"expected the file in several pieces, got {s.get('pieces')}"
+print(f"  {s['rows_in']} rows in {s['pieces']} pieces on {s['workers']} worker process(es), {s['rows_per_second']} rows/s")
+EOF
+in_scheduler 'set -e; out=$(ls -d "$SIGN_MLOPS_OUTBOX"/big-*)
+  env SIGN_MLOPS_DASK_ADDRESS= sign-mlops score "$SIGN_MLOPS_INBOX/processed/big.csv" --out /tmp/single >/dev/null
+  cmp "$out/big.predictions.csv" /tmp/single/big.predictions.csv && cmp "$out/big.rejects.csv" /tmp/single/big.rejects.csv' \
+  || fail "cluster outputs differ from the single-machine scorer's"
+echo "  cluster predictions and rejects are byte-identical to the single-machine scorer's"
+
+say "images and memory"
+docker images --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E 'sign-mlops|postgres|mlflow|prefect|python' || true
+docker stats --no-stream --format '{{.Name}}  {{.MemUsage}}  {{.CPUPerc}}' $(dc ps -q) || true
