@@ -18,16 +18,11 @@ from serving.model import LoadedModel, ModelError, resolve
 from serving.scorer import ScoringError
 from sign_model.config import default_paths
 from sign_model.csvformat import DataFormatError
-from sign_model.tracking import TrackingUnavailable
 
 SCHEDULER_TIMEOUT_S = 10
 
 
 def _load(model_spec: str, cache_dir: str) -> LoadedModel:
-    if model_spec.startswith("models:/"):
-        from sign_model import tracking
-
-        tracking.configure(experiment=None, scoring=True)
     return resolve(model_spec, Path(cache_dir))
 
 
@@ -44,7 +39,7 @@ def score_pending(inbox: str, outbox: str, model_spec: str, cache_dir: str, sett
     try:
         model = _load(model_spec, cache_dir)
         result = score_inbox(Path(inbox), Path(outbox), model, settle_s)
-    except (ModelError, InboxError, TrackingUnavailable) as exc:
+    except (ModelError, InboxError) as exc:
         return _failed_run(str(exc))
     return {**result.as_dict(), "error": None, "model": model.describe()}
 
@@ -122,7 +117,7 @@ def inbox_on_cluster_flow(inbox: str, outbox: str, model: str, settle_s: float =
     """The inbox, with each file's pieces fanned out over the flow's task runner."""
     try:
         loaded = _load(model, str(default_paths().model_cache))
-    except (ModelError, TrackingUnavailable) as exc:
+    except ModelError as exc:
         return _failed_run(str(exc))
 
     def on_cluster(path: Path, folder: Path, name: str) -> dict:

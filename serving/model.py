@@ -1,8 +1,9 @@
 """Load an ONNX model from a file or from the MLflow registry (`models:/<name>@<alias>`).
 
-MLflow is imported lazily, only to resolve a registry URI and download the version into a
-local cache keyed by model name and version; the file's sha256 is checked against the
-registry's record (`onnx_sha256` version tag).
+A registry URI is resolved by `serving.registry_client` (sqlite3 / REST, no MLflow import);
+the version's file is cached under <cache>/<name>/v<version> and its sha256 is checked against
+the registry's record (`onnx_sha256` version tag) on every load. MLflow's own client is used
+only for stores the light client does not speak.
 """
 
 from __future__ import annotations
@@ -111,38 +112,70 @@ def resolve(spec: str, cache_dir: Path, threads: int = 0) -> LoadedModel:
 
 
 def _from_registry(name: str, alias: str | None, version: str | None, cache_dir: Path, threads: int) -> LoadedModel:
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    """Resolve through the light client (no MLflow import); MLflow's client only where needed."""
+    from serving import registry_client
+    from sign_model.config import tracking_uri
 
+    uri = tracking_uri()
+    try:
+        info = registry_client.lookup(uri, name, alias, version)
+        target = cache_dir / name / f"v{info.version}"
+        path = _cached_onnx(target, info.onnx_sha256) or registry_client.fetch_onnx(info, uri, target)
+    except registry_client.RegistryError as exc:
+        raise ModelError(str(exc)) from None
+    except registry_client.Unsupported:
+        return _from_registry_with_mlflow(name, alias, version, cache_dir, threads, uri)
+    return load_onnx(path, threads, name=name, version=info.version, expected_sha256=info.onnx_sha256)
+
+
+def _cached_onnx(target: Path, expected_sha256: str | None) -> Path | None:
+    """The cached file of a version when its sha256 matches the registry's record (else refetch)."""
+    files = sorted(target.glob("*.onnx")) if target.is_dir() else []
+    if files and (expected_sha256 is None or file_digest(files[0]) == expected_sha256):
+        return files[0]
+    return None
+
+
+def _from_registry_with_mlflow(name: str, alias: str | None, version: str | None, cache_dir: Path, threads: int,
+                               tracking_uri: str) -> LoadedModel:
+    """Stores and artifact locations the light client does not speak (needs the full install)."""
+    wanted = f"models:/{name}{'@' + alias if alias else '/' + str(version)}"
+    try:
+        import mlflow
+        from mlflow.exceptions import MlflowException
+    except ImportError:
+        raise ModelError(f"{wanted} on {tracking_uri} needs MLflow's client: install 'sign-mlops[train]', use an "
+                         "http(s) MLflow server or a local sqlite store, or pass --model path/to/model.onnx.") from None
+    from sign_model import tracking
+
+    tracking.configure(experiment=None, uri=tracking_uri, scoring=True)
     client = mlflow.MlflowClient()
-    uri = f"models:/{name}{'@' + alias if alias else '/' + str(version)}"
     try:
         mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
     except MlflowException as exc:
         if "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower():
-            raise ModelError(f"{uri} not found in the registry at {mlflow.get_tracking_uri()}; train and promote a "
+            raise ModelError(f"{wanted} not found in the registry at {tracking_uri}; train and promote a "
                              "model first ('sign-mlops train'), or check the name and MLFLOW_TRACKING_URI.") from None
-        raise ModelError(_unreachable(uri, exc)) from None
+        raise ModelError(_unreachable(wanted, tracking_uri, exc)) from None
     except Exception as exc:  # connection errors surface as several types
-        raise ModelError(_unreachable(uri, exc)) from None
+        raise ModelError(_unreachable(wanted, tracking_uri, exc)) from None
     target = cache_dir / name / f"v{mv.version}"
-    if not sorted(target.rglob("*.onnx")):
+    path = _cached_onnx(target, mv.tags.get("onnx_sha256"))
+    if path is None:
         try:
             _download(f"models:/{name}/{mv.version}", target)
         except Exception as exc:  # the artifact store is down or the files are gone
-            raise ModelError(_unreachable(f"models:/{name}/{mv.version}", exc)) from None
-    onnx_files = sorted(target.rglob("*.onnx"))
-    if not onnx_files:
-        raise ModelError(f"models:/{name}/{mv.version} holds no .onnx file; is it the ONNX registered model?")
-    return load_onnx(onnx_files[0], threads, name=name, version=str(mv.version),
-                     expected_sha256=mv.tags.get("onnx_sha256"))
+            raise ModelError(_unreachable(f"models:/{name}/{mv.version}", tracking_uri, exc)) from None
+        onnx_files = sorted(target.rglob("*.onnx"))
+        if not onnx_files:
+            raise ModelError(f"models:/{name}/{mv.version} holds no .onnx file; is it the ONNX registered model?")
+        path = onnx_files[0]
+    return load_onnx(path, threads, name=name, version=str(mv.version), expected_sha256=mv.tags.get("onnx_sha256"))
 
 
-def _unreachable(uri: str, exc: Exception) -> str:
-    import mlflow
-
+def _unreachable(uri: str, tracking_uri: str, exc: Exception) -> str:
     detail = str(getattr(exc, "message", exc)).splitlines()[0][:200]
-    return (f"cannot resolve {uri}: the MLflow tracking store {mlflow.get_tracking_uri()} did not answer ({detail}); "
+    return (f"cannot resolve {uri}: the MLflow tracking store {tracking_uri} did not answer ({detail}); "
             "check that the server is up and MLFLOW_TRACKING_URI, or pass --model path/to/model.onnx.")
 
 

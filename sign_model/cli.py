@@ -365,10 +365,6 @@ def _load_model(spec: str, threads: int = 0):
     from serving.model import ModelError, resolve
     from sign_model.config import default_paths
 
-    if spec.startswith("models:/"):
-        from sign_model import tracking
-
-        tracking.configure(experiment=None, scoring=True)
     try:
         return resolve(spec, default_paths().model_cache, threads)
     except ModelError as exc:
