@@ -126,6 +126,7 @@ def data_validate(
     report: Annotated[Optional[Path], typer.Option(help="Write the JSON report here.")] = None,
 ) -> None:
     """Run the validation gate; print per-class counts, errors and warnings. Exit 1 on errors."""
+    _require("train", "data validate")
     from sign_model.validate import validate_files
 
     if report and report.is_dir():
@@ -150,6 +151,7 @@ def data_explore(
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the PNG files [default: <home>/outputs/figures].")] = None,
 ) -> None:
     """Draw a sample grid and class-count bar charts (PNG)."""
+    _require("train", "data explore")
     from sign_model.config import default_paths
     from sign_model.data import DataFormatError, load_dataset
     from sign_model.explore import explore
@@ -188,6 +190,7 @@ def train(
     Exit 0 when the new model was promoted (or retraining was skipped), 3 when it was trained
     and registered but not promoted, 1 on a data, tracking or registration error, 2 on a usage
     or config error."""
+    _require("train", "train")
     from sign_model.train_config import ConfigError, config_sources, load_overrides, resolve_config
 
     try:
@@ -238,6 +241,7 @@ def register(
     models (versions already registered for the run are reused), then run the promotion gate.
 
     Exit 0 when promoted, 3 when the gate refused, 1 when the tracking server cannot be reached."""
+    _require("train", "register")
     from sign_model import pipeline, tracking
     from sign_model.export import ParityError
     from sign_model.registry import GatePolicy
@@ -270,6 +274,7 @@ def promote(
 
     Exit 0 when promoted, 3 when the gate refused, 1 when the registry cannot be reached or
     holds no challenger, 2 on a usage error."""
+    _require("train", "promote")
     from sign_model import registry, tracking
 
     if force and not (why and why.strip()):
@@ -356,6 +361,7 @@ def score(
     _check_out_dir(out_dir)
     with sigterm_as_exception():
         if dask_address:
+            _require("orchestrate", "score --dask-address")
             _score_on_cluster(files, model, out_dir, overwrite, dask_address)
             return
         _score_here(files, model, out_dir, overwrite, chunk_rows, batch_size, threads)
@@ -427,6 +433,7 @@ def score_inbox_command(
         manifest = rebuild(outbox)
         out.print(f"rebuilt {outbox / 'manifest.json'}: {len(manifest['scored'])} scored file(s)")
         return
+    _require("orchestrate", "score-inbox")
     _check_out_dir(outbox)
     from flows.scoring import inbox_scoring_flow
     from serving.outputs import sigterm_as_exception
@@ -458,8 +465,16 @@ def score_inbox_command(
         raise typer.Exit(1)
 
 
+class Served(str, Enum):
+    all = "all"
+    training = "training"
+    scoring = "scoring"
+
+
 @app.command("serve")
-def serve() -> None:
+def serve(
+    only: Annotated[Served, typer.Option("--only", help="Serve both deployments, or one (the training and the scoring image each serve theirs).")] = Served.all,
+) -> None:
     """Long-running service: retraining on a cron schedule, inbox scoring on an interval (Prefect serve).
 
     Settings from the environment: SIGN_MLOPS_RETRAIN_CRON (default '0 3 * * *'),
@@ -467,31 +482,62 @@ def serve() -> None:
     SIGN_MLOPS_MODEL_URI, SIGN_MLOPS_PRESET, plus MLFLOW_TRACKING_URI and PREFECT_API_URL.
     A scheduled retraining skips (and says so) when data and config equal the champion's.
     """
+    _require("train" if only != Served.scoring else "orchestrate", f"serve --only {only.value}")
     from prefect import serve as prefect_serve
-    from prefect.types.entrypoint import EntrypointType
 
-    from flows.scoring import inbox_scoring_flow
-    from flows.training import training_flow
     from sign_model.config import ServiceSettings
 
     try:
         settings = ServiceSettings.from_env()
     except ValueError as exc:
         _fail(str(exc), 2)
-    settings.inbox.mkdir(parents=True, exist_ok=True)
-    # Module-path entrypoints (flows.training.training_flow), not file paths: a file path makes
-    # Prefect load the flow module as top-level `scoring`, and cloudpickle then ships
-    # `scoring.score_piece` by reference to Dask workers, which cannot import it.
-    retrain = training_flow.to_deployment(
+    deployments = []
+    if only != Served.scoring:
+        deployments.append(_training_deployment(settings))
+    if only != Served.training:
+        settings.inbox.mkdir(parents=True, exist_ok=True)
+        deployments.append(_scoring_deployment(settings))
+    out.print(f"serving {only.value}: retraining '{settings.retrain_cron}', inbox scoring every "
+              f"{settings.score_interval_s}s ({settings.inbox} -> {settings.outbox}); Ctrl-C stops (schedules stay active).")
+    prefect_serve(*deployments, pause_on_shutdown=False)
+
+
+# Module-path entrypoints (flows.training.training_flow), not file paths: a file path makes
+# Prefect load the flow module as top-level `scoring`, and cloudpickle then ships
+# `scoring.score_piece` by reference to Dask workers, which cannot import it.
+def _training_deployment(settings):
+    from prefect.types.entrypoint import EntrypointType
+
+    from flows.training import training_flow
+
+    return training_flow.to_deployment(
         name="scheduled-retraining", cron=settings.retrain_cron, entrypoint_type=EntrypointType.MODULE_PATH,
         parameters={"preset": settings.preset, "force": False}, description="Retrain when data or config changed.")
-    scoring = inbox_scoring_flow.to_deployment(
+
+
+def _scoring_deployment(settings):
+    from prefect.types.entrypoint import EntrypointType
+
+    from flows.scoring import inbox_scoring_flow
+
+    return inbox_scoring_flow.to_deployment(
         name="inbox-scoring", interval=settings.score_interval_s, entrypoint_type=EntrypointType.MODULE_PATH,
         parameters={"inbox": str(settings.inbox), "outbox": str(settings.outbox), "model": settings.model_uri,
                     "dask_address": os.environ.get("SIGN_MLOPS_DASK_ADDRESS")})
-    out.print(f"serving: retraining '{settings.retrain_cron}', inbox scoring every {settings.score_interval_s}s "
-              f"({settings.inbox} -> {settings.outbox}); Ctrl-C stops (schedules stay active).")
-    prefect_serve(retrain, scoring, pause_on_shutdown=False)
+
+
+EXTRAS = {"train": ("tensorflow", "tf2onnx", "mlflow", "pandera", "matplotlib", "prefect"),
+          "orchestrate": ("prefect", "prefect_dask", "distributed")}
+
+
+def _require(extra: str, command: str) -> None:
+    """Say which extra a command needs when this is the light (scoring-only) install."""
+    import importlib.util
+
+    missing = [m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None]
+    if missing:
+        _fail(f"'sign-mlops {command}' needs the '{extra}' extra ({', '.join(missing)} not installed); this looks "
+              f"like the scoring-only install. Install it with: pip install 'sign-mlops[{extra}]'.", 2)
 
 
 def main() -> None:  # pragma: no cover

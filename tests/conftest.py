@@ -19,7 +19,9 @@ def synthetic_files(tmp_path_factory) -> tuple[Path, Path]:
     """A 1,440-row train and 480-row test file in the Kaggle format (disjoint seeds)."""
     from sign_model.synthetic import synthesize_split
 
-    return synthesize_split(tmp_path_factory.mktemp("synthetic"), n_train=1440, n_test=480, seed=7)
+    from tests.model_factory import SYNTHETIC
+
+    return synthesize_split(tmp_path_factory.mktemp("synthetic"), **SYNTHETIC)
 
 
 @pytest.fixture(scope="session")
@@ -34,19 +36,26 @@ def tiny_training(synthetic_datasets):
     """A tiny CNN trained for a few epochs on the synthetic training file (seconds)."""
     from sign_model.train import PRESETS, TrainConfig, train_model
 
-    config = TrainConfig.from_dict({**PRESETS["smoke"].to_dict(), "epochs": 6})
+    from tests.model_factory import TINY_EPOCHS
+
+    config = TrainConfig.from_dict({**PRESETS["smoke"].to_dict(), "epochs": TINY_EPOCHS})
     return train_model(synthetic_datasets[0], config)
 
 
 @pytest.fixture(scope="session")
-def onnx_model_path(tiny_training, synthetic_datasets, tmp_path_factory) -> Path:
-    """The tiny model exported to ONNX with label map and reference profile in its metadata."""
-    from sign_model.drift import build_profile, profile_json
-    from sign_model.export import keras_to_onnx, model_metadata
+def onnx_model_path(request, tmp_path_factory) -> Path:
+    """The tiny model exported to ONNX with label map and reference profile in its metadata.
 
-    train = synthetic_datasets[0]
-    meta = model_metadata("test-run", train.digest, {"reference_profile": profile_json(build_profile(train.images, train.labels))})
-    return keras_to_onnx(tiny_training.model, tmp_path_factory.mktemp("onnx") / "model.onnx", meta)
+    In the scoring-only install (no TensorFlow) the model is built beforehand by the full
+    install (`python -m tests.model_factory PATH`) and named by $SIGN_MLOPS_TEST_MODEL."""
+    prebuilt = os.environ.get("SIGN_MLOPS_TEST_MODEL")
+    if prebuilt:
+        return Path(prebuilt)
+    from tests.model_factory import export_tiny_model
+
+    training = request.getfixturevalue("tiny_training")
+    train = request.getfixturevalue("synthetic_datasets")[0]
+    return export_tiny_model(training.model, train, tmp_path_factory.mktemp("onnx") / "model.onnx")
 
 
 @pytest.fixture()

@@ -193,8 +193,3 @@ def test_unreachable_tracking_server_fails_fast_and_clearly(tmp_path, monkeypatc
     assert "Traceback" not in done.stderr and "did not answer" in done.stderr
     assert time.monotonic() - started < 100  # documented bound: ~15 s when refused (loose: slow CI)
     assert not (tmp_path / "out").exists()
-
-
-def test_validate_report_pointing_at_a_folder(tmp_path, synthetic_files):
-    result = _cli("data", "validate", str(synthetic_files[0]), "--report", str(tmp_path))
-    assert result.exit_code == 2 and "is a folder" in result.output

@@ -41,3 +41,8 @@ def test_split_writes_a_grouped_holdout(tmp_path):
 def test_score_with_a_missing_model_says_what_to_do(tmp_path):
     result = runner.invoke(app, ["score", str(tmp_path / "x.csv"), "--model", str(tmp_path / "none.onnx")])
     assert result.exit_code == 1 and "not found" in result.output
+
+
+def test_validate_report_pointing_at_a_folder(tmp_path, synthetic_files):
+    result = runner.invoke(app, ["data", "validate", str(synthetic_files[0]), "--report", str(tmp_path)])
+    assert result.exit_code == 2 and "is a folder" in result.output
