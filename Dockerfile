@@ -1,4 +1,4 @@
-# The project image: CLI, flows and scorer. Runs `sign-mlops serve` by default.
+# The training image: the whole pipeline (TensorFlow, MLflow, Prefect). Runs `sign-mlops serve --only training`.
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     SIGN_MLOPS_HOME=/srv/sign-mlops TF_CPP_MIN_LOG_LEVEL=3
@@ -7,7 +7,7 @@ COPY pyproject.toml README.md ./
 COPY sign_model ./sign_model
 COPY flows ./flows
 COPY serving ./serving
-RUN pip install ".[server]"
+RUN pip install ".[train,server]"
 # Every mount point exists in the image, owned by the user the process runs as: a fresh named
 # volume mounted there copies that ownership (a missing mount point comes up root:root 755).
 RUN useradd --create-home --uid 1000 app \
@@ -15,4 +15,4 @@ RUN useradd --create-home --uid 1000 app \
     && chown -R app:app /srv/sign-mlops
 USER app
 WORKDIR /srv/sign-mlops
-CMD ["sign-mlops", "serve"]
+CMD ["sign-mlops", "serve", "--only", "training"]

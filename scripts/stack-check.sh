@@ -5,7 +5,7 @@
 #   3. via the MLflow API: the run, the three registered models and the `champion` alias exist,
 #      and the ONNX champion downloads through the server (scored with models:/...@champion);
 #   4. a labelled CSV dropped into the inbox volume, inbox scoring triggered through its
-#      deployment, rows in = scored + rejected in the outbox summary;
+#      deployment (the light scorer image), rows in = scored + rejected in the outbox summary;
 #   5. profile `scale` with 2 Dask workers: a larger file scored through the served Dask path,
 #      outputs byte-identical to the single-machine scorer's;
 #   6. down -v (unless KEEP=1).
@@ -36,11 +36,18 @@ password=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
 sed -e "s/^POSTGRES_PASSWORD=.*/POSTGRES_PASSWORD=$password/" -e "s/^COMPOSE_PROJECT_NAME=.*/COMPOSE_PROJECT_NAME=$project/" \
   .env.example > "$env_file"
 profile=()
+compose_file=docker-compose.yml
+if [ ${#overrides[@]} -gt 0 ] && grep -qs "network_mode: host" "${overrides[@]/#-f/}"; then
+  # Host networking discards published ports; Compose v1 refuses them outright and an override
+  # cannot delete them, so use a copy of the file without `ports:` (same project directory).
+  compose_file=$work/docker-compose.yml
+  awk '/^    ports:/{skip=1; next} skip && /^      - /{next} {skip=0; print}' docker-compose.yml > "$compose_file"
+fi
 
 say() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
 fail() { printf '\nSTACK CHECK FAILED: %s\n' "$*" >&2; exit 1; }
-dc() { $COMPOSE --env-file "$env_file" -p "$project" -f docker-compose.yml "${overrides[@]}" "${profile[@]}" "$@"; }
-in_scheduler() { dc exec -T scheduler sh -c "$1"; }
+dc() { $COMPOSE --env-file "$env_file" -p "$project" --project-directory . -f "$compose_file" "${overrides[@]}" "${profile[@]}" "$@"; }
+in_service() { dc exec -T "$1" sh -c "$2"; }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 mlflow_api() { curl -sf --max-time 30 "http://127.0.0.1:5000/api/2.0/mlflow/$1"; }
 
@@ -77,12 +84,12 @@ wait_healthy() {  # service...
   done
 }
 
-run_deployment() {  # deployment, params...
-  local name=$1; shift
+run_deployment() {  # service, deployment, params...
+  local service=$1 name=$2; shift 2
   local params=""
   for p in "$@"; do params="$params -p $p"; done
-  in_scheduler "prefect deployment run '$name' $params --watch --watch-timeout $wait_s" \
-    || fail "deployment $name did not complete; see: $COMPOSE -p $project logs scheduler"
+  in_service "$service" "prefect deployment run '$name' $params --watch --watch-timeout $wait_s" \
+    || fail "deployment $name did not complete; see: $COMPOSE -p $project logs $service"
 }
 
 say "preflight: $COMPOSE, ports"
@@ -95,10 +102,11 @@ say "build and start the stack"
 build_start=$SECONDS
 dc up -d --build
 echo "  up --build took $((SECONDS - build_start)) s"
-wait_healthy postgres mlflow prefect scheduler
+wait_healthy postgres mlflow prefect trainer scorer
+healthy_at=$SECONDS
 
 say "train once through the Prefect deployment (smoke preset)"
-run_deployment sign-mnist-training/scheduled-retraining preset=smoke force=true accuracy_floor=0.5
+run_deployment trainer sign-mnist-training/scheduled-retraining preset=smoke force=true accuracy_floor=0.5
 
 say "check the run, the registered models and the champion via the MLflow API"
 experiment=$(mlflow_api "experiments/get-by-name?experiment_name=sign-language-mnist" | json 'd["experiment"]["experiment_id"]')
@@ -112,11 +120,11 @@ champion=$(mlflow_api "registered-models/alias?name=sign-mnist-onnx&alias=champi
 echo "  $runs run(s), 3 registered models, champion = sign-mnist-onnx v$champion"
 
 say "inbox: a labelled CSV through the inbox deployment"
-in_scheduler 'set -e; sign-mlops data synth --out /tmp/synth --train-rows 48 --test-rows 600 --seed 5 >/dev/null
+in_service scorer 'set -e; sign-mlops data synth --out /tmp/synth --train-rows 48 --test-rows 600 --seed 5 >/dev/null
   cp /tmp/synth/sign_mnist_test.csv "$SIGN_MLOPS_INBOX/batch.csv.partial"
   mv "$SIGN_MLOPS_INBOX/batch.csv.partial" "$SIGN_MLOPS_INBOX/batch.csv"'
-run_deployment sign-mnist-inbox-scoring/inbox-scoring settle_s=0
-in_scheduler 'cat "$SIGN_MLOPS_OUTBOX"/batch-*/batch.summary.json' > "$work/batch.json" || fail "no outbox summary for batch.csv"
+run_deployment scorer sign-mnist-inbox-scoring/inbox-scoring settle_s=0
+in_service scorer 'cat "$SIGN_MLOPS_OUTBOX"/batch-*/batch.summary.json' > "$work/batch.json" || fail "no outbox summary for batch.csv"
 python3 - "$work/batch.json" <<'EOF' || fail "outbox summary does not balance"
 import json, sys
 s = json.load(open(sys.argv[1]))
@@ -126,7 +134,7 @@ print(f"  rows in {s['rows_in']} = {s['rows_scored']} scored + {s['rows_rejected
 EOF
 
 say "the ONNX champion downloads through the server and scores"
-in_scheduler 'rm -rf "$SIGN_MLOPS_HOME/outputs/model-cache" && env SIGN_MLOPS_DASK_ADDRESS= sign-mlops score /tmp/synth/sign_mnist_train.csv --out /tmp/champion-check >/dev/null && test -s /tmp/champion-check/sign_mnist_train.summary.json' \
+in_service scorer 'rm -rf "$SIGN_MLOPS_HOME/outputs/model-cache" && env SIGN_MLOPS_DASK_ADDRESS= sign-mlops score /tmp/synth/sign_mnist_train.csv --out /tmp/champion-check >/dev/null && test -s /tmp/champion-check/sign_mnist_train.summary.json' \
   || fail "scoring with models:/sign-mnist-onnx@champion through the server failed"
 echo "  models:/sign-mnist-onnx@champion downloaded (sha256 checked) and scored"
 
@@ -134,11 +142,11 @@ say "scale profile: 2 Dask workers, inbox scoring on the cluster"
 sed -i "s|^SIGN_MLOPS_DASK_ADDRESS=.*|SIGN_MLOPS_DASK_ADDRESS=tcp://dask-scheduler:8786|" "$env_file"
 profile=(--profile scale)
 dc up -d --scale dask-worker=2
-wait_healthy dask-scheduler dask-worker scheduler
-in_scheduler 'set -e; sign-mlops data synth --out /tmp/big --train-rows 48 --test-rows 30000 --seed 9 >/dev/null
+wait_healthy dask-scheduler dask-worker scorer
+in_service scorer 'set -e; sign-mlops data synth --out /tmp/big --train-rows 48 --test-rows 30000 --seed 9 >/dev/null
   cp /tmp/big/sign_mnist_test.csv "$SIGN_MLOPS_INBOX/big.csv.partial" && mv "$SIGN_MLOPS_INBOX/big.csv.partial" "$SIGN_MLOPS_INBOX/big.csv"'
-run_deployment sign-mnist-inbox-scoring/inbox-scoring settle_s=0
-in_scheduler 'set -e; out=$(ls -d "$SIGN_MLOPS_OUTBOX"/big-*); cat "$out/big.summary.json"' > "$work/big.json" \
+run_deployment scorer sign-mnist-inbox-scoring/inbox-scoring settle_s=0
+in_service scorer 'set -e; out=$(ls -d "$SIGN_MLOPS_OUTBOX"/big-*); cat "$out/big.summary.json"' > "$work/big.json" \
   || fail "no outbox summary for big.csv (cluster path)"
 python3 - "$work/big.json" <<'EOF' || fail "the cluster summary is wrong"
 import json, sys
@@ -147,7 +155,7 @@ assert s["rows_in"] == 30000 == s["rows_scored"] + s["rows_rejected"], s
 assert s.get("pieces", 0) >= 2, f"expected the file in several pieces, got {s.get('pieces')}"
 print(f"  {s['rows_in']} rows in {s['pieces']} pieces on {s['workers']} worker process(es), {s['rows_per_second']} rows/s")
 EOF
-in_scheduler 'set -e; out=$(ls -d "$SIGN_MLOPS_OUTBOX"/big-*)
+in_service scorer 'set -e; out=$(ls -d "$SIGN_MLOPS_OUTBOX"/big-*)
   env SIGN_MLOPS_DASK_ADDRESS= sign-mlops score "$SIGN_MLOPS_INBOX/processed/big.csv" --out /tmp/single >/dev/null
   cmp "$out/big.predictions.csv" /tmp/single/big.predictions.csv && cmp "$out/big.rejects.csv" /tmp/single/big.rejects.csv' \
   || fail "cluster outputs differ from the single-machine scorer's"
@@ -155,4 +163,5 @@ echo "  cluster predictions and rejects are byte-identical to the single-machine
 
 say "images and memory"
 docker images --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E 'sign-mlops|postgres|mlflow|prefect|python' || true
+echo "  build + first start took $((healthy_at - build_start)) s"
 docker stats --no-stream --format '{{.Name}}  {{.MemUsage}}  {{.CPUPerc}}' $(dc ps -q) || true

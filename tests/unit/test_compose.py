@@ -22,10 +22,10 @@ def _env_example() -> dict[str, str]:
 
 
 def test_services_of_the_stack():
-    assert {"postgres", "mlflow", "prefect", "scheduler"} <= set(SERVICES)
+    assert {"postgres", "mlflow", "prefect", "trainer", "scorer"} <= set(SERVICES)
 
 
-@pytest.mark.parametrize("name", ["postgres", "mlflow", "prefect", "scheduler"])
+@pytest.mark.parametrize("name", ["postgres", "mlflow", "prefect", "trainer", "scorer"])
 def test_every_service_has_a_healthcheck(name):
     check = SERVICES[name]["healthcheck"]
     assert check["test"] and check["retries"] >= 3
@@ -35,7 +35,8 @@ def test_startup_order_waits_for_healthy_dependencies():
     for name, service in SERVICES.items():
         for dep, cond in service.get("depends_on", {}).items():
             assert dep in SERVICES and cond == {"condition": "service_healthy"}, name
-    assert set(SERVICES["scheduler"]["depends_on"]) == {"mlflow", "prefect"}
+    for name in ("trainer", "scorer"):
+        assert set(SERVICES[name]["depends_on"]) == {"mlflow", "prefect"}
 
 
 def test_ports_bound_to_localhost_only():
@@ -69,12 +70,21 @@ def test_mlflow_server_on_postgres_with_proxied_artifacts_and_allowed_hosts():
     assert "postgresql+asyncpg://" in SERVICES["prefect"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
 
 
-def test_scheduler_runs_the_project_image_with_data_inbox_outbox():
-    scheduler = SERVICES["scheduler"]
-    assert scheduler["build"] == "." and (ROOT / "Dockerfile").exists()
-    targets = {v.split(":")[1] for v in scheduler["volumes"]}
-    assert {"/srv/sign-mlops/data", "/srv/sign-mlops/inbox", "/srv/sign-mlops/outbox"} <= targets
-    assert scheduler["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+def test_training_and_scoring_run_on_their_own_images():
+    trainer, scorer = SERVICES["trainer"], SERVICES["scorer"]
+    assert trainer["build"] == "." and "serve --only training" in trainer["command"]
+    assert scorer["build"]["dockerfile"] == "docker/scorer.Dockerfile" and "serve --only scoring" in scorer["command"]
+    assert {"/srv/sign-mlops/inbox", "/srv/sign-mlops/outbox"} <= {v.split(":")[1] for v in scorer["volumes"]}
+    assert "/srv/sign-mlops/data" in {v.split(":")[1] for v in trainer["volumes"]}
+    for service in (trainer, scorer):
+        assert service["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+
+
+def test_scorer_image_is_light_and_non_root():
+    text = (ROOT / "docker" / "scorer.Dockerfile").read_text()
+    assert text.startswith("#") and "FROM python:3.11-slim" in text and "USER app" in text
+    assert 'pip install ".[orchestrate]"' in text and "train" not in text.split("pip install")[1].split("\n")[0]
+    assert 'pip install ".[train,server]"' in (ROOT / "Dockerfile").read_text()
 
 
 def _compose_clients() -> list[list[str]]:
@@ -105,10 +115,11 @@ def test_file_works_with_compose_v1_and_v2():
 
 def test_image_creates_every_mount_point_owned_by_the_app_user():
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for service in ("scheduler", "dask-worker"):
+    scorer_dockerfile = (ROOT / "docker" / "scorer.Dockerfile").read_text()
+    for service, text in (("trainer", dockerfile), ("scorer", scorer_dockerfile), ("dask-worker", scorer_dockerfile)):
         for volume in SERVICES[service]["volumes"]:
             target = volume.split(":")[1]
-            assert target in dockerfile, f"{target} is not created in the image"
+            assert target in text, f"{target} is not created in the image of {service}"
     assert "chown -R app:app /srv/sign-mlops" in dockerfile and "USER app" in dockerfile
 
 
@@ -122,12 +133,12 @@ def test_mlflow_server_worker_count_is_set_for_a_small_host():
     assert "--workers ${MLFLOW_WORKERS}" in SERVICES["mlflow"]["command"]
 
 
-def test_scale_profile_adds_dask_scheduler_and_workers_on_the_project_image():
+def test_scale_profile_adds_dask_scheduler_and_workers_on_the_scorer_image():
     scheduler, worker = SERVICES["dask-scheduler"], SERVICES["dask-worker"]
     assert scheduler["profiles"] == ["scale"] and worker["profiles"] == ["scale"]
-    assert scheduler["build"] == "." and worker["build"] == "."
+    assert scheduler["image"] == worker["image"] == SERVICES["scorer"]["image"]
     assert "tcp://dask-scheduler:8786" in worker["command"]
     assert worker["depends_on"] == {"dask-scheduler": {"condition": "service_healthy"}}
-    shared = {v.split(":")[1] for v in worker["volumes"]} & {v.split(":")[1] for v in SERVICES["scheduler"]["volumes"]}
+    shared = {v.split(":")[1] for v in worker["volumes"]} & {v.split(":")[1] for v in SERVICES["scorer"]["volumes"]}
     assert {"/srv/sign-mlops/inbox", "/srv/sign-mlops/outbox"} <= shared
-    assert "SIGN_MLOPS_DASK_ADDRESS" in SERVICES["scheduler"]["environment"]
+    assert "SIGN_MLOPS_DASK_ADDRESS" in SERVICES["scorer"]["environment"]
