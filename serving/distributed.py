@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,8 @@ import numpy as np
 
 from serving.model import LoadedModel, resolve
 from serving.outputs import AtomicFile, OutputSet, refuse_existing, sweep_stale_temps
-from serving.reader import BLOCK_BYTES_PER_ROW, iter_chunks_of_lines, iter_line_blocks, open_scoring_input, read_layout
+from serving.reader import (BLOCK_BYTES_PER_ROW, guarded_blocks, iter_chunks_of_lines, iter_line_blocks,
+                            open_scoring_input, read_layout)
 from serving.scorer import (REJECTS_HEADER, OutputPaths, ScoringError, Totals, _csv_line, _write_error, finish_summary,
                             output_columns, score_chunks)
 from sign_model.csvformat import GZIP_MAGIC, DataFormatError, file_digest
@@ -109,15 +109,7 @@ def _piece_blocks(piece: Piece, chunk_rows: int):
         if piece.start >= 0:
             fh.seek(piece.start)
             data = io.BytesIO(fh.read(piece.end - piece.start))
-        blocks = iter_line_blocks(data, chunk_rows * BLOCK_BYTES_PER_ROW)
-        while True:
-            try:
-                lines = next(blocks)
-            except StopIteration:
-                return
-            except (OSError, EOFError, zlib.error) as exc:
-                raise DataFormatError(f"{piece.path}: the file ends early or is corrupt ({exc}).") from None
-            yield lines
+        yield from guarded_blocks(iter_line_blocks(data, chunk_rows * BLOCK_BYTES_PER_ROW), piece.path)
 
 
 def score_piece(piece: Piece, model_spec: str, cache_dir: str, model_sha256: str, parts_dir: str,

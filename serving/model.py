@@ -187,14 +187,12 @@ def _download(uri: str, target: Path) -> None:
 
     import mlflow
 
+    from serving.registry_client import replace_folder
+
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp))
-        shutil.rmtree(target, ignore_errors=True)  # a stale folder without a model
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first; its copy is as good
-            pass
+        replace_folder(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

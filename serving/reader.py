@@ -429,7 +429,7 @@ def iter_chunks(path: str | Path, chunk_rows: int = 8192) -> Iterator[Chunk]:
     path = Path(path)
     fh, layout = open_scoring_input(path)
     with fh:
-        yield from iter_chunks_of_lines(_guarded(iter_line_blocks(fh, chunk_rows * BLOCK_BYTES_PER_ROW), path),
+        yield from iter_chunks_of_lines(guarded_blocks(iter_line_blocks(fh, chunk_rows * BLOCK_BYTES_PER_ROW), path),
                                         layout, first_line=2)
 
 
@@ -446,7 +446,7 @@ def iter_chunks_of_lines(blocks: Iterable[list[bytes]], layout: Layout, first_li
         yield parse_records(tail, layout)
 
 
-def _guarded(blocks: Iterator[list[bytes]], path: Path) -> Iterator[list[bytes]]:
+def guarded_blocks(blocks: Iterator[list[bytes]], path: Path | str) -> Iterator[list[bytes]]:
     """Turn read errors mid-file (truncated gzip, I/O error) into a DataFormatError."""
     read = 0
     while True:

@@ -123,11 +123,7 @@ def fetch_onnx(info: VersionInfo, tracking_uri: str, target: Path) -> Path:
             _download_proxied(info, tracking_uri.rstrip("/"), tmp)
         else:
             raise Unsupported(info.location)
-        shutil.rmtree(target, ignore_errors=True)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first; its copy is as good
-            pass
+        replace_folder(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     onnx_files = sorted(target.glob("*.onnx"))
@@ -135,6 +131,16 @@ def fetch_onnx(info: VersionInfo, tracking_uri: str, target: Path) -> Path:
         raise RegistryError(f"models:/{info.name}/{info.version} holds no .onnx file ({info.location}); "
                             "is it the ONNX registered model?")
     return onnx_files[0]
+
+
+def replace_folder(tmp: Path, target: Path) -> None:
+    """Put a filled private folder in place of target (concurrent scorers on one host never see
+    a half-written model: whoever renames first wins, and its copy is as good)."""
+    shutil.rmtree(target, ignore_errors=True)  # a stale folder without a model
+    try:
+        tmp.rename(target)
+    except OSError:
+        pass
 
 
 def _copy_local(info: VersionInfo, tmp: Path) -> None:
