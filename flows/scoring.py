@@ -4,6 +4,7 @@ by line-aligned pieces of large files, with identical outputs."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -15,7 +16,7 @@ from prefect import flow, get_run_logger, task
 from serving import distributed
 from serving.inbox import DEFAULT_SETTLE_S, InboxError, InboxResult, score_inbox
 from serving.model import LoadedModel, ModelError, resolve
-from serving.scorer import ScoringError
+from serving.scorer import ScoringError, input_stem
 from sign_model.config import default_paths
 from sign_model.csvformat import DataFormatError
 
@@ -166,4 +167,36 @@ def inbox_scoring_flow(inbox: str | None = None, outbox: str | None = None,
         logger.error("%s -> failed/: %s", name, reason)
     for name, reason in {**result["waiting"], **result["ignored"]}.items():
         logger.info("left in the inbox: %s (%s)", name, reason)
+    report_scored_files(result)
     return result
+
+
+DRIFT_EVENT = "sign-mlops.drift.detected"
+
+
+def report_scored_files(result: dict) -> None:
+    """A table artifact of this run's files, and a `sign-mlops.drift.detected` event for every
+    file whose drift check failed (an automation can notify someone or start a retraining)."""
+    from prefect.artifacts import create_table_artifact
+    from prefect.events import emit_event
+
+    rows = []
+    for name, folder in result["outputs"].items():
+        summary = json.loads((Path(folder) / f"{input_stem(Path(name))}.summary.json").read_text())
+        drift = summary["drift"]
+        rows.append({"file": name, "rows in": summary["rows_in"], "scored": summary["rows_scored"],
+                     "rejected": summary["rows_rejected"], "accuracy": summary["accuracy"],
+                     "drift": drift.get("verdict"), "outputs": folder})
+        if drift.get("drift"):
+            model = summary["model"]
+            emit_event(event=DRIFT_EVENT,
+                       resource={"prefect.resource.id": f"sign-mlops.file.{name}", "prefect.resource.name": name},
+                       related=[{"prefect.resource.id": f"sign-mlops.model.{model['name']}.{model['version']}",
+                                 "prefect.resource.role": "model"}],
+                       payload={"file": name, "outputs": folder, "model": model, "drifted": drift["drifted"],
+                                "tests": drift.get("tests", {}), "checked_at": summary.get("checked_at")})
+    rows += [{"file": name, "rows in": None, "scored": None, "rejected": None, "accuracy": None,
+              "drift": f"failed: {reason}", "outputs": ""} for name, reason in result["failed"].items()]
+    if rows:
+        create_table_artifact(rows, key="inbox-scoring", description="Files scored by this run (rows in = scored + "
+                                                                     "rejected); drift verdict per file.")

@@ -147,8 +147,7 @@ def totals_to_dict(totals: Totals) -> dict:
                                            "confidence_sum")}
     out["classes"] = totals.classes.tolist()
     out["reject_reasons"] = dict(totals.reject_reasons)
-    out["intensity_counts"] = totals.drift.intensity_counts.tolist() if totals.drift else None
-    out["drift_classes"] = totals.drift.class_counts.tolist() if totals.drift else None
+    out["drift"] = totals.drift.state() if totals.drift else None
     return out
 
 
@@ -158,9 +157,8 @@ def _totals_from_dict(values: dict, model: LoadedModel) -> Totals:
         setattr(totals, key, values[key])
     totals.classes = np.array(values["classes"], dtype=np.int64)
     totals.reject_reasons = dict(values["reject_reasons"])
-    if totals.drift is not None and values["intensity_counts"] is not None:
-        totals.drift.intensity_counts = np.array(values["intensity_counts"], dtype=np.int64)
-        totals.drift.class_counts = np.array(values["drift_classes"], dtype=np.int64)
+    if totals.drift is not None and values["drift"] is not None:
+        totals.drift.load_state(values["drift"])
     return totals
 
 

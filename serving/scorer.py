@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
 
@@ -96,7 +97,7 @@ class Totals:
             self.labelled += len(pred)
             self.correct += int((labels[pred] == chunk.labels).sum())
         if self.drift is not None:
-            self.drift.update(chunk.pixels, pred)
+            self.drift.update(chunk.pixels, pred, conf)
         for _, reason in chunk.rejects:
             kind = reason.split(":")[0].split(" in column")[0]
             self.reject_reasons[kind] = self.reject_reasons.get(kind, 0) + 1
@@ -328,6 +329,8 @@ def _summary(totals: Totals, input_path: Path | str, input_sha: str, model: Load
         "low_confidence_rows": totals.low_conf, "low_confidence_threshold": LOW_CONFIDENCE,
         "seconds": round(seconds, 3), "rows_per_second": round(totals.rows_in / max(seconds, 1e-9), 1),
         "model": model.describe(),
-        "drift": totals.drift.report() if totals.drift else {"note": "model carries no reference profile"},
+        "drift": totals.drift.report() if totals.drift else {"verdict": "not checked: the model carries no reference "
+                                                                           "profile", "drift": False},
+        "checked_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "outputs": {"predictions": str(paths.predictions), "rejects": str(paths.rejects), "summary": str(paths.summary)},
     }

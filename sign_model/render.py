@@ -93,8 +93,8 @@ def scoring_summary(out: Console, s: dict) -> None:
     """One scored file: rows in = scored + rejected, accuracy, confidence, speed, drift, outputs."""
     acc = f", accuracy {s['accuracy']:.4%}" if s["accuracy"] is not None else ""
     drift = s["drift"]
-    drift_text = (f"PSI intensity {drift['psi_mean_intensity']}, PSI classes {drift['psi_predicted_class']}"
-                  + (" [bold red]DRIFT[/]" if drift.get("drift") else " (ok)")) if drift.get("psi_mean_intensity") is not None else "n/a"
+    drift_text = (f"[bold red]DRIFT[/] in {', '.join(drift['drifted'])}" if drift.get("drift")
+                  else escape(drift.get("verdict", "n/a")))
     out.print(f"[bold]{escape(s['input'])}[/]: {s['rows_in']} rows in = {s['rows_scored']} scored + {s['rows_rejected']} rejected"
               f"{acc}; mean confidence {s['mean_confidence']}, {s['low_confidence_rows']} below {s['low_confidence_threshold']}; "
               f"{s['rows_per_second']:.0f} rows/s; drift: {drift_text}")

@@ -77,3 +77,27 @@ def test_flow_defaults_honour_inbox_and_outbox_settings(tmp_path, monkeypatch, o
     result = inbox_scoring_flow(model=str(onnx_model_path), settle_s=0)
     assert result["scored"] == ["a.csv"]
     assert Path(result["outputs"]["a.csv"]).parent == tmp_path / "home" / "outbox"
+
+
+def test_drifted_file_raises_an_event_and_every_run_leaves_a_table(tmp_path, onnx_model_path, synthetic_datasets,
+                                                                   monkeypatch):
+    import numpy as np
+    import prefect.events
+    from prefect.artifacts import Artifact
+
+    events = []
+    monkeypatch.setattr(prefect.events, "emit_event", lambda **kwargs: events.append(kwargs))
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    inbox.mkdir()
+    test = synthetic_datasets[1]
+    dark = (test.images.astype(np.float32) * 0.5).astype(np.int64).reshape(len(test), -1)
+    write_text(inbox / "dark.csv", rows_to_csv(np.column_stack([test.labels, dark])))
+    write_text(inbox / "clean.csv", rows_to_csv(np.column_stack([test.labels, test.images.reshape(len(test), -1)])))
+    result = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=str(onnx_model_path), settle_s=0)
+    assert sorted(result["scored"]) == ["clean.csv", "dark.csv"]
+    assert [e["payload"]["file"] for e in events] == ["dark.csv"]
+    event = events[0]
+    assert event["event"] == "sign-mlops.drift.detected" and "mean_intensity" in event["payload"]["drifted"]
+    assert event["resource"]["prefect.resource.id"] == "sign-mlops.file.dark.csv"
+    table = Artifact.get("inbox-scoring")
+    assert table is not None and "dark.csv" in str(table.data) and "no drift" in str(table.data)
