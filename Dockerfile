@@ -4,10 +4,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     SIGN_MLOPS_HOME=/srv/sign-mlops TF_CPP_MIN_LOG_LEVEL=3
 WORKDIR /app
 COPY pyproject.toml README.md ./
+# Dependencies first, in their own layer (an empty package stands in for the code), so a change
+# to the code rebuilds in seconds instead of reinstalling every dependency.
+RUN mkdir sign_model flows serving && touch sign_model/__init__.py flows/__init__.py serving/__init__.py \
+    && pip install ".[train,server]" && pip uninstall -y sign-mlops
 COPY sign_model ./sign_model
 COPY flows ./flows
 COPY serving ./serving
-RUN pip install ".[train,server]"
+RUN pip install --no-deps .
 # Every mount point exists in the image, owned by the user the process runs as: a fresh named
 # volume mounted there copies that ownership (a missing mount point comes up root:root 755).
 RUN useradd --create-home --uid 1000 app \
