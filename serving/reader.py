@@ -367,10 +367,10 @@ def _numbers(frame: pd.DataFrame, positions: np.ndarray, layout: Layout, kind: s
     reasons = np.full(len(frame), "", dtype=object)
     if all(t == np.uint8 for t in block.dtypes):  # parsed from plain digits: only the label set can be wrong
         values = block.to_numpy()
-        text = values.astype(str)
-        verdict = np.full(values.shape, CELL_OK, dtype=np.int8)
         if kind == "pixel":
             return values, reasons
+        text = values.astype(str)
+        verdict = np.full(values.shape, CELL_OK, dtype=np.int8)
     else:
         text = block.to_numpy(dtype=object).astype(str)
         values, verdict = judge_cells(text)

@@ -1,7 +1,8 @@
 """Score Kaggle-format pixel CSVs with an ONNX model, streaming and without losing a row.
 
 Parsing runs in a reader thread while the main thread runs onnxruntime and writes results
-(pandas' C parser and onnxruntime both release the GIL), so the two overlap. Memory stays
+(pandas' C parser and onnxruntime both release the GIL), so the two overlap; the input's sha256
+is computed first (a hashing thread beside onnxruntime cost more than it saved). Memory stays
 flat: at most `queue_depth` parsed chunks wait at any time.
 
 Outputs per input file become final together (serving.outputs.OutputSet, summary last):
@@ -145,26 +146,6 @@ def _threaded(chunks: Iterator[Chunk], depth: int) -> Iterator[Chunk]:
         thread.join(timeout=5)
 
 
-def _digest_in_background(path: Path) -> Callable[[], str]:
-    """sha256 of the input computed while it is being scored (hashlib releases the GIL)."""
-    result: dict[str, str] = {}
-
-    def digest() -> None:
-        try:
-            result["sha"] = file_digest(path)
-        except OSError:  # the file vanished or is unreadable: the scoring itself reports that
-            result["sha"] = ""
-
-    thread = threading.Thread(target=digest, name="input-sha256", daemon=True)
-    thread.start()
-
-    def wait() -> str:
-        thread.join()
-        return result["sha"]
-
-    return wait
-
-
 def output_columns(layout: Layout) -> tuple[list[str], dict[str, str]]:
     """Header of the predictions file (row, pass-through, [true_label, correct], predictions) and
     the renames of pass-through columns that collide with an output column (`input_` prefix)."""
@@ -238,7 +219,12 @@ def score_file(input_path: Path, model: LoadedModel, out_dir: Path, overwrite: b
     sweep_stale_temps(out_dir)
     refuse_existing(paths.all(), overwrite)
     start = time.perf_counter()
-    input_sha = _digest_in_background(input_path)
+    # sha256 first, not in a thread beside onnxruntime: on 2 cores a hashing thread slowed the
+    # whole file by ~12 % (benchmarks/scorer_light.py), while hashing first costs ~0.15 s/80 MB.
+    try:
+        input_sha = file_digest(input_path)
+    except OSError as exc:
+        raise ScoringError(f"{input_path}: cannot read the file ({exc.strerror}); check it and score it again.") from None
     outputs = None
     try:
         outputs = OutputSet(paths.all())
@@ -248,7 +234,7 @@ def score_file(input_path: Path, model: LoadedModel, out_dir: Path, overwrite: b
         chunks = _threaded(iter_chunks(input_path, chunk_rows), queue_depth)
         totals = Totals(model)
         score_chunks(chunks, model, predictions, rejects, totals, columns, batch_size, on_progress=on_progress)
-        summary = finish_summary(totals, input_label or str(input_path), input_sha(), model,
+        summary = finish_summary(totals, input_label or str(input_path), input_sha, model,
                                  time.perf_counter() - start, paths)
         summary["renamed_columns"] = renamed
         json.dump(summary, summary_file, indent=2, default=str)
