@@ -254,9 +254,18 @@ def score_one(path: Path, inbox: Path, outbox: Path, model: LoadedModel, manifes
               scorer: Scorer) -> None:
     """Claim one file, score it (or skip a repeat), record it, move it on."""
     name = path.name
-    claimed = _move(path, inbox / PROCESSING, name)
     try:
-        sha = file_digest(claimed)
+        claimed = _move(path, inbox / PROCESSING, name)
+    except FileNotFoundError:  # removed between listing and claiming: nothing to do
+        log.warning("%s disappeared from the inbox before it was claimed", name)
+        return
+    try:
+        try:
+            sha = file_digest(claimed)
+        except OSError as exc:
+            _fail(claimed, inbox, name, f"cannot read the file ({exc.strerror}); fix its permissions and drop it "
+                                        "into the inbox again", result)
+            return
         key = manifest_key(sha, model.sha256)
         if key in manifest["scored"]:
             earlier = manifest["scored"][key]

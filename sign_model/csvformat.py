@@ -99,6 +99,9 @@ def decode_header(raw: bytes, path: Path) -> list[str]:
     except UnicodeDecodeError:
         raise DataFormatError(f"{path} line 1: header is not UTF-8 text (binary file?); expected a CSV header "
                               "'label,pixel1,...,pixel784'.") from None
+    if "\r" in text:
+        raise DataFormatError(f"{path} line 1: the file uses CR-only line endings (classic Mac); convert it to LF or "
+                              "CRLF line endings (e.g. `tr '\\r' '\\n'`) and try again.")
     if "\x00" in text:
         raise DataFormatError(f"{path} line 1: header holds NUL bytes (binary file?); expected a CSV header "
                               "'label,pixel1,...,pixel784'.")
@@ -165,7 +168,7 @@ def judge_cells(text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     `1e1`, `0x1` are not. Empty, `NaN`, `NA`, `null` and `None` are missing."""
     shape = text.shape
     cells = pd.Series(text.ravel(), dtype=object).astype(str).str.strip()
-    integer = cells.str.fullmatch(r"[+-]?\d+").to_numpy(dtype=bool)
+    integer = cells.str.fullmatch(r"[+-]?[0-9]+").to_numpy(dtype=bool)  # ASCII digits only, not \d
     values = np.array(pd.to_numeric(cells.where(integer, "0"), errors="coerce"), dtype=np.float64)
     verdict = np.full(len(cells), CELL_OK, dtype=np.int8)
     if not integer.all():

@@ -237,3 +237,16 @@ def test_fuzzed_rows_never_raise_and_every_row_is_accounted(model, data, kinds, 
     if not any(b'"' in line or b"\n" in line for line in lines):  # then a line is a row: no good row is lost
         good_lines = {i + 2 for i, k in enumerate(kinds) if k == "good"}
         assert good_lines <= {int(r) for r in predictions["row"]}
+
+
+def test_cr_only_line_endings_are_one_clear_error(tmp_path, model):
+    path = write_text(tmp_path / "mac.csv", "\r".join([PIXEL_HEADER, PIXELS[0], PIXELS[1]]) + "\r")
+    with pytest.raises(ScoringError, match="CR-only line endings"):
+        score_file(path, model, tmp_path / "out")
+
+
+def test_non_ascii_digits_are_not_numbers(tmp_path, model):
+    cells = PIXELS[0].split(",")
+    cells[3] = "\uff11\uff12"  # fullwidth "12"
+    summary, _, rejects = _score(tmp_path, PIXEL_HEADER + "\n" + ",".join(cells) + "\n" + PIXELS[1] + "\n", model)
+    assert summary["rows_scored"] == 1 and "non-numeric value in column pixel4" in rejects["reason"].iloc[0]

@@ -213,3 +213,20 @@ def test_killed_inbox_run_loses_nothing(boxes, onnx_model_path, model, sig):
     for summary in outbox.glob("*/*.summary.json"):
         assert json.loads(summary.read_text())["rows_in"] == 600
     assert len(result.scored) >= 1
+
+
+def test_an_unreadable_file_fails_alone(boxes, model, monkeypatch):
+    inbox, outbox = boxes
+    write_text(inbox / "a.csv", _batch(4, 20))
+    write_text(inbox / "b.csv", _batch(4, 21))
+    real = inbox_module.file_digest
+
+    def no_permission(path):
+        if Path(path).name == "a.csv":
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(inbox_module, "file_digest", no_permission)
+    result = score_inbox(inbox, outbox, model, settle_s=0)
+    assert result.scored == ["b.csv"] and "cannot read the file" in result.failed["a.csv"]
+    assert (inbox / "failed" / "a.csv").exists()
