@@ -130,8 +130,12 @@ def check_pixel_header(columns: list[str], path: Path) -> None:
     if len(missing) == NUM_PIXELS:
         looks_like_data = all(c.strip().lstrip("-").isdigit() for c in columns[:5])
         hint = " The first line looks like data: the header line is missing." if looks_like_data else ""
+        for separator, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
+            if "pixel1" + separator in columns[0]:
+                hint = f" The columns seem separated by {name}; the Kaggle format uses commas."
+        shown = [c if len(c) <= 30 else c[:30] + "..." for c in columns[:4]]
         raise DataFormatError(
-            f"{path} line 1: no pixel columns found (first columns: {columns[:4]}); expected a header "
+            f"{path} line 1: no pixel columns found (first columns: {shown}); expected a header "
             f"'label,pixel1,...,pixel784' as in the Kaggle files.{hint}"
         )
     dupes = sorted(name for name, n in Counter(columns).items() if n > 1 and name)
