@@ -198,6 +198,9 @@ def train(
         effective = resolve_config(preset.value, overrides)
     except ConfigError as exc:
         _fail(str(exc), 2)
+    for option, path in (("--train", train_csv), ("--test", test_csv)):
+        if path is not None and not path.is_file():
+            _fail(f"{option} {path}: {'is a folder' if path.is_dir() else 'file not found'}; pass a .csv or .csv.gz file.", 2)
     out.print(render.config_table(effective.to_dict(), config_sources(preset.value, overrides, f"file {config}")))
     from sign_model import tracking
     from sign_model.quiet import prefect_console_without_tracebacks, quiet_tensorflow
@@ -435,6 +438,8 @@ def score_inbox_command(
         return
     _require("orchestrate", "score-inbox")
     _check_out_dir(outbox)
+    if inbox.exists() and not inbox.is_dir():
+        _fail(f"--inbox {inbox} is a file, not a folder; pass the folder where new CSV files arrive.", 2)
     from flows.scoring import inbox_scoring_flow
     from serving.outputs import sigterm_as_exception
 

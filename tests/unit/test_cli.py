@@ -46,3 +46,12 @@ def test_score_with_a_missing_model_says_what_to_do(tmp_path):
 def test_validate_report_pointing_at_a_folder(tmp_path, synthetic_files):
     result = runner.invoke(app, ["data", "validate", str(synthetic_files[0]), "--report", str(tmp_path)])
     assert result.exit_code == 2 and "is a folder" in result.output
+
+
+def test_train_with_a_missing_file_and_inbox_that_is_a_file(tmp_path):
+    result = runner.invoke(app, ["train", "--train", str(tmp_path / "none.csv"), "--test", str(tmp_path / "none.csv")])
+    assert result.exit_code == 2 and "--train" in result.output and "file not found" in result.output
+    taken = tmp_path / "inbox"
+    taken.write_text("x")
+    result = runner.invoke(app, ["score-inbox", "--inbox", str(taken), "--outbox", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "is a file, not a folder" in result.output
