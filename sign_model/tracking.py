@@ -67,6 +67,9 @@ def local_artifact_root(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
 
 
+_WARNED: set[str] = set()  # experiments already warned about in this process
+
+
 def _ensure_experiment(name: str, uri: str) -> None:
     """Create the experiment with its artifacts under the store's folder; warn when an existing
     one keeps them elsewhere (MLflow fixes an experiment's location when it is created)."""
@@ -77,7 +80,8 @@ def _ensure_experiment(name: str, uri: str) -> None:
     if existing is None:
         root.mkdir(parents=True, exist_ok=True)
         mlflow.create_experiment(name, artifact_location=root.resolve().as_uri())
-    elif not existing.artifact_location.startswith(root.resolve().as_uri()):
+    elif not existing.artifact_location.startswith(root.resolve().as_uri()) and name not in _WARNED:
+        _WARNED.add(name)
         log.warning("experiment %r keeps its artifacts in %s, not in %s (it was created before this release); "
                     "new runs go there too. Use another --experiment name to keep everything under %s.",
                     name, existing.artifact_location, root, root.parent)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import mlflow
 import onnx
@@ -124,5 +125,28 @@ def test_unreachable_tracking_server_is_reported_clearly(monkeypatch):
     try:
         with pytest.raises(TrackingUnavailable, match="not reachable.*MLFLOW_TRACKING_URI"):
             configure("x", uri="http://127.0.0.1:9")
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_experiment_artifacts_live_next_to_the_store_and_a_split_is_reported(tmp_path, caplog):
+    from sign_model import tracking
+
+    uri = f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
+    try:
+        tracking.configure("home-experiment", uri=uri)
+        location = mlflow.get_experiment_by_name("home-experiment").artifact_location
+        assert location == (tmp_path / "outputs" / "mlartifacts").resolve().as_uri()
+        mlflow.create_experiment("old-experiment", artifact_location=(tmp_path / "elsewhere").as_uri())
+        logger = logging.getLogger("sign_model.tracking")  # the CLI may have stopped propagation
+        logger.addHandler(caplog.handler)
+        try:
+            with caplog.at_level("WARNING", logger="sign_model.tracking"):
+                tracking.configure("old-experiment", uri=uri)
+                tracking.configure("old-experiment", uri=uri)
+        finally:
+            logger.removeHandler(caplog.handler)
+        warnings = [r for r in caplog.records if "keeps its artifacts" in r.getMessage()]
+        assert len(warnings) == 1 and "elsewhere" in warnings[0].getMessage()
     finally:
         mlflow.set_tracking_uri(None)
