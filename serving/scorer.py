@@ -34,10 +34,10 @@ from serving.outputs import OutputSet, refuse_existing, sweep_stale_temps
 from serving.reader import Chunk, Layout, iter_chunks, read_layout
 from sign_model.csvformat import DataFormatError, check_regular_file, file_digest
 from sign_model.drift import DriftAccumulator
+from sign_model.predictions import prediction_columns, prediction_values
 
 REJECTS_HEADER = "row,reason\n"
 LOW_CONFIDENCE = 0.5
-TOP_K = 3
 DEFAULT_CHUNK_ROWS = 4096
 DEFAULT_BATCH = 256  # measured: 256-1024 within noise on 2 cores; smaller batches keep latency low
 
@@ -147,11 +147,9 @@ def _threaded(chunks: Iterator[Chunk], depth: int) -> Iterator[Chunk]:
 
 
 def output_columns(layout: Layout) -> tuple[list[str], dict[str, str]]:
-    """Header of the predictions file (row, pass-through, [true_label, correct], predictions) and
+    """Header of the predictions file (sign_model.predictions: row, pass-through, predictions) and
     the renames of pass-through columns that collide with an output column (`input_` prefix)."""
-    labelled = ["true_label", "correct"] if layout.label_position is not None else []
-    tops = [f"top{k + 1}_{what}" for k in range(TOP_K) for what in ("letter", "prob")]
-    ours = ["row", *labelled, "pred_label", "pred_letter", "confidence", *tops]
+    ours = ["row", *prediction_columns(layout.label_position is not None)]
     taken = set(ours) | set(layout.passthrough)
     renamed: dict[str, str] = {}
     for name in layout.passthrough:
@@ -167,23 +165,11 @@ def output_columns(layout: Layout) -> tuple[list[str], dict[str, str]]:
 
 def predictions_frame(chunk: Chunk, probs: np.ndarray, model: LoadedModel, columns: list[str]) -> pd.DataFrame:
     """One output row per accepted input row, in the order of `columns` (see output_columns)."""
-    top = np.argsort(-probs, axis=1)[:, :TOP_K]
-    top_p = np.take_along_axis(probs, top, axis=1)
-    letters = np.array(model.letters)
-    labels = np.array(model.labels)
     values: dict[str, np.ndarray] = {"row": chunk.line_numbers}
     names = iter(columns[1:1 + chunk.passthrough.shape[1]])
     for column in chunk.passthrough.columns:
         values[next(names)] = chunk.passthrough[column].to_numpy()
-    if chunk.labels is not None:
-        values["true_label"] = chunk.labels
-        values["correct"] = labels[top[:, 0]] == chunk.labels
-    values["pred_label"] = labels[top[:, 0]]
-    values["pred_letter"] = letters[top[:, 0]]
-    values["confidence"] = top_p[:, 0]
-    for k in range(TOP_K):
-        values[f"top{k + 1}_letter"] = letters[top[:, k]]
-        values[f"top{k + 1}_prob"] = top_p[:, k]
+    values.update(prediction_values(probs, model.labels, model.letters, chunk.labels))
     return pd.DataFrame(values, columns=columns)
 
 

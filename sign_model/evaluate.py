@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from sign_model.data import SignDataset
+from sign_model.predictions import prediction_columns, prediction_values
 from sign_model.explore import plt, save_figure
 from sign_model.labels import KAGGLE_LABELS, LETTERS, NUM_CLASSES
 from sign_model.train import to_indices
@@ -74,18 +75,11 @@ def evaluate_model(model, dataset: SignDataset) -> Evaluation:
 
 
 def predictions_frame(evaluation: Evaluation, dataset: SignDataset) -> pd.DataFrame:
-    """One row per test image: line, true and predicted label/letter, confidence, correct."""
-    labels = np.array(KAGGLE_LABELS)
-    letters = np.array(LETTERS)
-    return pd.DataFrame({
-        "line": np.arange(2, len(dataset) + 2),
-        "true_label": dataset.labels,
-        "true_letter": letters[evaluation.true_index],
-        "pred_label": labels[evaluation.pred_index],
-        "pred_letter": letters[evaluation.pred_index],
-        "confidence": evaluation.probabilities.max(axis=1).round(6),
-        "correct": evaluation.true_index == evaluation.pred_index,
-    })
+    """One row per test image, in the scorer's predictions schema (sign_model.predictions)."""
+    values = prediction_values(evaluation.probabilities, list(KAGGLE_LABELS), list(LETTERS), dataset.labels)
+    frame = pd.DataFrame({"row": np.arange(2, len(dataset) + 2), **values},
+                         columns=["row", *prediction_columns(labelled=True)])
+    return frame.round({"confidence": 6, "second_prob": 6, "third_prob": 6})
 
 
 def plot_training_curves(history: dict[str, list[float]], path: Path) -> Path:

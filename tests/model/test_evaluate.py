@@ -35,3 +35,19 @@ def test_exploration_pictures(synthetic_datasets, tmp_path):
 
     paths = explore(*synthetic_datasets, tmp_path)
     assert len(paths) == 3 and all(p.stat().st_size > 5000 for p in paths)
+
+
+def test_scorer_and_evaluation_write_one_predictions_schema(tiny_training, synthetic_datasets, synthetic_files,
+                                                              onnx_model_path, tmp_path):
+    from serving.model import load_onnx
+    from serving.scorer import score_file
+
+    test = synthetic_datasets[1]
+    evaluation = evaluate_model(tiny_training.model, test)
+    evaluated = pd.read_csv(save_evaluation_outputs(evaluation, test, tiny_training.history, tmp_path / "e")["predictions"])
+    scored = pd.read_csv(score_file(synthetic_files[1], load_onnx(onnx_model_path), tmp_path / "s")["outputs"]["predictions"])
+    assert list(scored.columns) == list(evaluated.columns)
+    assert list(evaluated.columns) == ["row", "true_label", "true_letter", "pred_label", "pred_letter", "confidence",
+                                       "correct", "second_letter", "second_prob", "third_letter", "third_prob"]
+    assert (scored["true_letter"] == evaluated["true_letter"]).all() and scored["row"].tolist() == evaluated["row"].tolist()
+    assert not (scored["second_letter"] == scored["pred_letter"]).any()
