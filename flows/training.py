@@ -6,6 +6,7 @@ only IO-bound steps retry. The flow logs one line per step.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -15,6 +16,7 @@ from sign_model.config import Paths, default_paths
 from sign_model.registry import GatePolicy
 from sign_model.results import (DataFiles, Evaluated, Exported, Promotion, Registered, RunRecord, Trained, TrainingResult,
                                 Validated)
+from sign_model.tracking import run_ui_url
 from sign_model.train_config import TrainConfig, resolve_config
 
 IO_RETRIES = {"retries": 2, "retry_delay_seconds": 5}
@@ -31,8 +33,46 @@ def check_retrain(files: DataFiles, config: TrainConfig, experiment: str, force:
 
 
 @task(**IO_RETRIES)
-def start_run(files: DataFiles, config: TrainConfig, experiment: str) -> str:
-    return pipeline.start_run(files, config, experiment)
+def start_run(files: DataFiles, config: TrainConfig, experiment: str, name: str, prefect_tags: dict[str, str]) -> str:
+    return pipeline.start_run(files, config, experiment, run_name=name, extra_tags=prefect_tags)
+
+
+def name_this_flow_run(name: str) -> dict[str, str]:
+    """Give the Prefect flow run the training run's name; its id and UI address for MLflow."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    run_id = flow_run.id
+    if not run_id:
+        return {}
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(run_id, name=name)
+    base = PREFECT_UI_URL.value() or (PREFECT_API_URL.value() or "").removesuffix("/api")
+    return {"prefect.flow_run_id": str(run_id), "prefect.flow_run_url": f"{base}/runs/flow-run/{run_id}" if base else ""}
+
+
+def publish_result(result: TrainingResult, mlflow_url: str) -> None:
+    """The run's story in the Prefect UI: a markdown result table with the gate's reasons and links."""
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact
+
+    e, t, x, r, p = result.evaluated, result.trained, result.exported, result.registered, result.promotion
+    int8 = (f"{'registered' if x.int8.accepted else 'refused'} ({x.int8.reason}), speed-up x{x.int8.speedup:.2f}"
+            if x.int8 else "not built")
+    rows = [("data", f"{result.data.train}{' (SYNTHETIC)' if result.data.synthetic else ''}, sha256 {result.data.train_sha256[:12]}"),
+            ("test accuracy", f"{e.test_accuracy:.4%} ({e.test_errors} errors / {e.test_rows})"),
+            ("test macro-F1", f"{e.test_macro_f1:.4f}"), ("grouped validation accuracy", f"{t.val_accuracy:.4%}"),
+            ("training seconds", f"{t.train_seconds:.0f}"),
+            ("ONNX parity", f"argmax {x.parity.argmax_agreement:.2%}, max |dp| {x.parity.max_abs_delta:.1e}"),
+            ("INT8", int8), ("registered", f"keras v{r.keras_version}, onnx v{r.onnx_version}, int8 "
+                                          f"{'v' + r.int8_version if r.int8_version else '-'}"),
+            ("promotion", f"{'PROMOTED' if p.promoted else 'not promoted'} v{p.version}"),
+            ("MLflow run", f"[{result.run_id}]({mlflow_url})")]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    reasons = "\n".join(f"- {reason}" for reason in p.reasons)
+    create_markdown_artifact(f"## {result.run_name}\n\n| | |\n|---|---|\n{table}\n\n### Promotion gate\n\n{reasons}\n",
+                             key="training-result", description="Result of this training run and the gate's decision.")
+    create_link_artifact(mlflow_url, link_text=f"MLflow run {result.run_id}", key="mlflow-run")
 
 
 @task
@@ -94,7 +134,9 @@ def training_flow(train: str | None = None, test: str | None = None, preset: str
     if not needed:
         logger.info("Skipping retraining: %s. Pass force=True to retrain anyway.", reason)
         return TrainingResult(skipped=True, reason=reason, data=files)
-    run_id = start_run(files, config, experiment)
+    name = pipeline.run_name(preset, files, datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"))
+    prefect_tags = name_this_flow_run(name)
+    run_id = start_run(files, config, experiment, name, prefect_tags)
     out = pipeline.run_dir(paths, run_id)
     logger.info("MLflow run %s; files in %s", run_id, out)
     validated = validate_data(run_id, files, str(out / "validation_report.json"))
@@ -115,4 +157,7 @@ def training_flow(train: str | None = None, test: str | None = None, preset: str
                 f"v{registered.int8_version}" if registered.int8_version else "not registered")
     promotion = promote_challenger(accuracy_floor, tolerance)
     logger.info("promote: %s v%s", "PROMOTED" if promotion.promoted else "not promoted", promotion.version)
-    return TrainingResult(False, "trained", files, run_id, str(out), trained, evaluated, exported, registered, promotion)
+    result = TrainingResult(False, "trained", files, run_id, str(out), trained, evaluated, exported, registered,
+                            promotion, run_name=name)
+    publish_result(result, run_ui_url(run_id))
+    return result

@@ -73,11 +73,17 @@ def retrain_needed(files: DataFiles, config: TrainConfig, experiment: str, force
     return (not same), reason
 
 
-def start_run(files: DataFiles, config: TrainConfig, experiment: str, run_name: str | None = None) -> str:
+def run_name(preset: str, files: DataFiles, when: str) -> str:
+    """The one name a training run has in MLflow and in Prefect: train-<preset>-<data sha8>-<when>."""
+    return f"train-{preset}-{files.train_sha256[:8]}-{when}"
+
+
+def start_run(files: DataFiles, config: TrainConfig, experiment: str, run_name: str | None = None,
+              extra_tags: dict[str, str] | None = None) -> str:
     """Open the MLflow run for this pipeline: params, tags, data digests; returns its id."""
     tracking.configure(experiment)
     tags = {"train_sha256": files.train_sha256, "test_sha256": files.test_sha256,
-            "synthetic_data": str(files.synthetic).lower(), "python": platform.python_version()}
+            "synthetic_data": str(files.synthetic).lower(), "python": platform.python_version(), **(extra_tags or {})}
     commit = tracking.git_commit()
     if commit:
         tags["git_commit"] = commit

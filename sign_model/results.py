@@ -143,3 +143,4 @@ class TrainingResult:
     exported: Exported | None = None
     registered: Registered | None = None
     promotion: Promotion | None = None
+    run_name: str = ""  # the same name in MLflow and in Prefect

@@ -87,6 +87,15 @@ def _ensure_experiment(name: str, uri: str) -> None:
                     name, existing.artifact_location, root, root.parent)
 
 
+def run_ui_url(run_id: str) -> str:
+    """Where the run is in the MLflow UI: on the tracking server, or on `mlflow ui`'s default
+    address for a local store."""
+    experiment = mlflow.get_run(run_id).info.experiment_id
+    uri = mlflow.get_tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment}/runs/{run_id}"
+
+
 def git_commit() -> str | None:
     """Current git commit of the working directory, when there is one."""
     try:

@@ -115,3 +115,21 @@ def test_unchanged_data_and_config_skip_retraining(flow_result, flow_home):
     same, reason = champion_matches(sha, changed)
     assert not same and "['epochs']" in reason
     assert "training data changed" in champion_matches("0" * 64, changed)[1]
+
+
+def test_one_name_and_links_in_both_tools(flow_result):
+    from prefect.artifacts import Artifact
+    from prefect.client.orchestration import get_client
+
+    result, uri = flow_result
+    mlflow.set_tracking_uri(uri)
+    run = mlflow.get_run(result.run_id)
+    assert run.info.run_name == result.run_name and result.run_name.startswith("train-smoke-")
+    assert result.data.train_sha256[:8] in result.run_name
+    flow_run_id = run.data.tags["prefect.flow_run_id"]
+    assert run.data.tags["prefect.flow_run_url"].endswith(f"/runs/flow-run/{flow_run_id}")
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(flow_run_id).name == result.run_name
+    story = Artifact.get("training-result")
+    assert story is not None and "test accuracy" in story.data and "Promotion gate" in story.data
+    assert f"/runs/{result.run_id}" in Artifact.get("mlflow-run").data
