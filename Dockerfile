@@ -7,14 +7,13 @@ COPY pyproject.toml README.md ./
 # Dependencies first, in their own layer (an empty package stands in for the code), so a change
 # to the code rebuilds in seconds instead of reinstalling every dependency.
 RUN mkdir sign_model flows serving && touch sign_model/__init__.py flows/__init__.py serving/__init__.py \
-    && pip install ".[train,server]" && pip uninstall -y sign-mlops
-COPY sign_model ./sign_model
-COPY flows ./flows
-COPY serving ./serving
-RUN pip install --no-deps .
-# Every mount point exists in the image, owned by the user the process runs as: a fresh named
-# volume mounted there copies that ownership (a missing mount point comes up root:root 755).
-RUN useradd --create-home --uid 1000 app \
+    && pip install ".[train,server]" && pip uninstall -y sign-mlops && rm -rf build *.egg-info sign_model flows serving
+COPY . .
+# The code (the allowlist in .dockerignore), then every mount point, owned by the user the
+# process runs as: a fresh named volume mounted there copies that ownership (a missing mount
+# point comes up root:root 755). One layer: with the vfs storage driver each layer is a full copy.
+RUN pip install --no-deps . \
+    && useradd --create-home --uid 1000 app \
     && mkdir -p /srv/sign-mlops/data /srv/sign-mlops/inbox /srv/sign-mlops/outbox /srv/sign-mlops/outputs \
     && chown -R app:app /srv/sign-mlops
 USER app
