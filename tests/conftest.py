@@ -14,6 +14,19 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 REAL_TRAIN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sign-mnist-real" / "train.csv.gz"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def nothing_written_outside_the_project_home(tmp_path_factory):
+    """Every default path points into a temporary home, and the tests leave no MLflow or
+    project state in the directory they were started from."""
+    before = {name: (Path.cwd() / name).exists() for name in ("mlruns", "outputs", "inbox", "outbox")}
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SIGN_MLOPS_HOME", str(tmp_path_factory.mktemp("home")))
+    yield
+    mp.undo()
+    appeared = [name for name, existed in before.items() if not existed and (Path.cwd() / name).exists()]
+    assert not appeared, f"tests wrote {appeared} into {Path.cwd()}, outside the project home"
+
+
 @pytest.fixture(scope="session")
 def synthetic_files(tmp_path_factory) -> tuple[Path, Path]:
     """A 1,440-row train and 480-row test file in the Kaggle format (disjoint seeds)."""

@@ -9,7 +9,7 @@ import mlflow
 import onnx
 import pytest
 
-from sign_model import registry
+from sign_model import registry, tracking
 from sign_model.export import ParityError
 from sign_model.pipeline import register_step
 from sign_model.results import DataFiles, Evaluated, Exported, Parity, RunRecord, Trained
@@ -27,7 +27,7 @@ def _new_version(onnx_path, accuracy: float, parity: str = "true") -> str:
 
 
 def test_gate_keeps_better_champion_and_records_reasons(mlflow_store, onnx_model_path, tmp_path):
-    mlflow.set_experiment("gate")
+    tracking.configure("gate", uri=mlflow_store)
     policy = registry.GatePolicy(accuracy_floor=0.8, tolerance=0.002)
     v1 = _new_version(onnx_model_path, 0.95)
     first = registry.promote(policy)
@@ -51,7 +51,7 @@ def test_gate_keeps_better_champion_and_records_reasons(mlflow_store, onnx_model
 
 
 def test_floor_and_parity_block_promotion_unless_forced(mlflow_store, onnx_model_path):
-    mlflow.set_experiment("gate")
+    tracking.configure("gate", uri=mlflow_store)
     _new_version(onnx_model_path, 0.5)
     low = registry.promote(registry.GatePolicy(accuracy_floor=0.9))
     assert not low.promoted and any("floor" in r for r in low.reasons)
@@ -80,7 +80,7 @@ def test_failed_parity_registers_nothing(mlflow_store, tmp_path):
 def test_registration_failure_keeps_files_and_says_how_to_finish(mlflow_store, tmp_path):
     from sign_model.pipeline import RegistrationFailed
 
-    mlflow.set_experiment("registration-failure")
+    tracking.configure("registration-failure", uri=mlflow_store)
     with mlflow.start_run() as run:
         pass
     run_dir = tmp_path / "runs" / run.info.run_id
@@ -95,7 +95,7 @@ def test_register_from_a_run_folder_is_idempotent(mlflow_store, tmp_path, onnx_m
 
     from sign_model.cli import app
 
-    mlflow.set_experiment("register-from")
+    tracking.configure("register-from", uri=mlflow_store)
     with mlflow.start_run() as run:
         mlflow.set_tag("validation_passed", "true")
         info = mlflow.onnx.log_model(onnx.load(str(onnx_model_path)), name="onnx_model",
