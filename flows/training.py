@@ -1,4 +1,4 @@
-"""Training flow: validate -> explore -> train -> evaluate -> export -> register -> promote.
+"""Training flow: validate -> explore -> train -> evaluate -> robustness -> export -> register -> promote.
 
 Tasks pass paths, run ids, the frozen TrainConfig and small frozen results (never arrays);
 only IO-bound steps retry. The flow logs one line per step.
@@ -14,8 +14,8 @@ from prefect import flow, get_run_logger, task
 from sign_model import pipeline
 from sign_model.config import Paths, default_paths
 from sign_model.registry import GatePolicy
-from sign_model.results import (DataFiles, Evaluated, Exported, Promotion, Registered, RunRecord, Trained, TrainingResult,
-                                Validated)
+from sign_model.results import (DataFiles, Evaluated, Exported, Promotion, Registered, Robustness, RunRecord, Trained,
+                                TrainingResult, Validated)
 from sign_model.tracking import run_ui_url
 from sign_model.train_config import TrainConfig, resolve_config
 
@@ -56,20 +56,11 @@ def publish_result(result: TrainingResult, mlflow_url: str) -> None:
     """The run's story in the Prefect UI: a markdown result table with the gate's reasons and links."""
     from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
-    e, t, x, r, p = result.evaluated, result.trained, result.exported, result.registered, result.promotion
-    int8 = (f"{'registered' if x.int8.accepted else 'refused'} ({x.int8.reason}), speed-up x{x.int8.speedup:.2f}"
-            if x.int8 else "not built")
-    rows = [("data", f"{result.data.train}{' (SYNTHETIC)' if result.data.synthetic else ''}, sha256 {result.data.train_sha256[:12]}"),
-            ("test accuracy", f"{e.test_accuracy:.4%} ({e.test_errors} errors / {e.test_rows})"),
-            ("test macro-F1", f"{e.test_macro_f1:.4f}"), ("grouped validation accuracy", f"{t.val_accuracy:.4%}"),
-            ("training seconds", f"{t.train_seconds:.0f}"),
-            ("ONNX parity", f"argmax {x.parity.argmax_agreement:.2%}, max |dp| {x.parity.max_abs_delta:.1e}"),
-            ("INT8", int8), ("registered", f"keras v{r.keras_version}, onnx v{r.onnx_version}, int8 "
-                                          f"{'v' + r.int8_version if r.int8_version else '-'}"),
-            ("promotion", f"{'PROMOTED' if p.promoted else 'not promoted'} v{p.version}"),
-            ("MLflow run", f"[{result.run_id}]({mlflow_url})")]
+    from sign_model.render import result_rows
+
+    rows = [*result_rows(result), ("MLflow run", f"[{result.run_id}]({mlflow_url})")]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    reasons = "\n".join(f"- {reason}" for reason in p.reasons)
+    reasons = "\n".join(f"- {reason}" for reason in result.promotion.reasons)
     create_markdown_artifact(f"## {result.run_name}\n\n| | |\n|---|---|\n{table}\n\n### Promotion gate\n\n{reasons}\n",
                              key="training-result", description="Result of this training run and the gate's decision.")
     create_link_artifact(mlflow_url, link_text=f"MLflow run {result.run_id}", key="mlflow-run")
@@ -96,6 +87,11 @@ def evaluate_model(run_id: str, files: DataFiles, trained: Trained, out_dir: str
 
 
 @task
+def check_robustness(run_id: str, files: DataFiles, trained: Trained, out_dir: str) -> Robustness:
+    return pipeline.robustness_step(run_id, files, trained, Path(out_dir))
+
+
+@task
 def export_model(run_id: str, files: DataFiles, trained: Trained, out_dir: str, int8: bool) -> Exported:
     return pipeline.export_step(run_id, files, trained, Path(out_dir), int8=int8)
 
@@ -109,15 +105,16 @@ def register_models(record: RunRecord) -> Registered:
 
 
 @task(**IO_RETRIES)
-def promote_challenger(accuracy_floor: float, tolerance: float) -> Promotion:
-    return pipeline.promote_step(GatePolicy(accuracy_floor, tolerance))
+def promote_challenger(policy: GatePolicy) -> Promotion:
+    return pipeline.promote_step(policy)
 
 
 @flow(name="sign-mnist-training", log_prints=True)
 def training_flow(train: str | None = None, test: str | None = None, preset: str = "default",
                   overrides: dict | None = None, experiment: str = "sign-language-mnist",
                   accuracy_floor: float = 0.90, tolerance: float = 0.002, int8: bool = True,
-                  home: str | None = None, force: bool = True) -> TrainingResult:
+                  home: str | None = None, force: bool = True, robust_mean_floor: float = 0.85,
+                  robust_worst_floor: float = 0.60, robust_tolerance: float = 0.01) -> TrainingResult:
     """Validate, explore, train, evaluate, export, register and promote one model.
 
     `overrides` holds only the config keys a user set; they are laid over `preset` once.
@@ -148,16 +145,20 @@ def training_flow(train: str | None = None, test: str | None = None, preset: str
     logger.info("train: grouped-validation accuracy %.4f in %.0f s", trained.val_accuracy, trained.train_seconds)
     evaluated = evaluate_model(run_id, files, trained, str(out / "evaluation"))
     logger.info("evaluate: test accuracy %.4f, macro-F1 %.4f", evaluated.test_accuracy, evaluated.test_macro_f1)
+    robustness = check_robustness(run_id, files, trained, str(out / "robustness"))
+    logger.info("robustness: moderate mean %.4f, worst %s %.4f", robustness.mean, robustness.worst_kind,
+                robustness.worst)
     exported = export_model(run_id, files, trained, str(out / "onnx"), int8)
     logger.info("export: ONNX parity %s", "passed" if exported.parity.passed else "FAILED")
-    record = RunRecord(run_id, str(out), files, trained, evaluated, exported)
+    record = RunRecord(run_id, str(out), files, trained, evaluated, exported, robustness)
     record.save()
     registered = register_models(record)
     logger.info("register: keras v%s, onnx v%s, int8 %s", registered.keras_version, registered.onnx_version,
                 f"v{registered.int8_version}" if registered.int8_version else "not registered")
-    promotion = promote_challenger(accuracy_floor, tolerance)
+    promotion = promote_challenger(GatePolicy(accuracy_floor, tolerance, robust_mean_floor, robust_worst_floor,
+                                              robust_tolerance))
     logger.info("promote: %s v%s", "PROMOTED" if promotion.promoted else "not promoted", promotion.version)
-    result = TrainingResult(False, "trained", files, run_id, str(out), trained, evaluated, exported, registered,
-                            promotion, run_name=name)
+    result = TrainingResult(False, "trained", files, run_id, str(out), trained, evaluated, robustness, exported,
+                            registered, promotion, run_name=name)
     publish_result(result, run_ui_url(run_id))
     return result

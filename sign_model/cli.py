@@ -173,6 +173,13 @@ class Preset(str, Enum):
     smoke = "smoke"
 
 
+AccuracyFloor = Annotated[float, typer.Option(min=0.0, max=1.0, help="Promotion gate: minimum test accuracy.")]
+Tolerance = Annotated[float, typer.Option(min=0.0, max=1.0, help="Promotion gate: allowed accuracy drop vs the champion.")]
+RobustMeanFloor = Annotated[float, typer.Option(min=0.0, max=1.0, help="Promotion gate: minimum mean accuracy over the robustness suite's shifts (moderate severity).")]
+RobustWorstFloor = Annotated[float, typer.Option(min=0.0, max=1.0, help="Promotion gate: minimum accuracy of the worst shift kind (moderate severity).")]
+RobustTolerance = Annotated[float, typer.Option(min=0.0, max=1.0, help="Promotion gate: allowed drop of robustness mean and worst kind vs the champion.")]
+
+
 @app.command("train")
 def train(
     train_csv: Annotated[Optional[Path], typer.Option("--train", help="Training CSV (default: data/sign_mnist_train.csv[.gz], else synthetic data).")] = None,
@@ -180,8 +187,11 @@ def train(
     preset: Annotated[Preset, typer.Option(help="Config preset.")] = Preset.default,
     config: Annotated[Optional[Path], typer.Option(help="JSON/YAML file of config overrides on top of the preset (only the keys it sets).")] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "sign-language-mnist",
-    accuracy_floor: Annotated[float, typer.Option(min=0.0, max=1.0, help="Promotion gate: minimum test accuracy.")] = 0.90,
-    tolerance: Annotated[float, typer.Option(min=0.0, max=1.0, help="Promotion gate: allowed accuracy drop vs the champion.")] = 0.002,
+    accuracy_floor: AccuracyFloor = 0.90,
+    tolerance: Tolerance = 0.002,
+    robust_mean_floor: RobustMeanFloor = 0.85,
+    robust_worst_floor: RobustWorstFloor = 0.60,
+    robust_tolerance: RobustTolerance = 0.01,
     int8: Annotated[bool, typer.Option(help="Also build and judge an INT8 ONNX variant.")] = True,
     skip_if_unchanged: Annotated[bool, typer.Option(help="Skip when data digest and config equal the champion's.")] = False,
 ) -> None:
@@ -222,7 +232,8 @@ def train(
         result = training_flow(train=str(train_csv) if train_csv else None, test=str(test_csv) if test_csv else None,
                                preset=preset.value, overrides=overrides or None, experiment=experiment,
                                accuracy_floor=accuracy_floor, tolerance=tolerance, int8=int8,
-                               force=not skip_if_unchanged)
+                               force=not skip_if_unchanged, robust_mean_floor=robust_mean_floor,
+                               robust_worst_floor=robust_worst_floor, robust_tolerance=robust_tolerance)
     except (ValidationFailed, RegistrationFailed, TrackingUnavailable, FileNotFoundError, DataFormatError,
             ParityError) as exc:
         _fail(str(exc))
@@ -237,8 +248,11 @@ def train(
 @app.command("register")
 def register(
     from_dir: Annotated[Path, typer.Option("--from", help="A run's folder, outputs/runs/<run id>, whose registration failed.")],
-    accuracy_floor: Annotated[float, typer.Option(min=0.0, max=1.0, help="Promotion gate: minimum test accuracy.")] = 0.90,
-    tolerance: Annotated[float, typer.Option(min=0.0, max=1.0, help="Promotion gate: allowed accuracy drop vs the champion.")] = 0.002,
+    accuracy_floor: AccuracyFloor = 0.90,
+    tolerance: Tolerance = 0.002,
+    robust_mean_floor: RobustMeanFloor = 0.85,
+    robust_worst_floor: RobustWorstFloor = 0.60,
+    robust_tolerance: RobustTolerance = 0.01,
 ) -> None:
     """Finish a failed registration without retraining: register the run's Keras, ONNX and INT8
     models (versions already registered for the run are reused), then run the promotion gate.
@@ -254,7 +268,8 @@ def register(
         record = RunRecord.load(from_dir)
         tracking.configure(experiment=None)
         registered = pipeline.register_step(record)
-        promotion = pipeline.promote_step(GatePolicy(accuracy_floor, tolerance))
+        promotion = pipeline.promote_step(GatePolicy(accuracy_floor, tolerance, robust_mean_floor, robust_worst_floor,
+                                                     robust_tolerance))
     except (ValueError, ParityError, pipeline.RegistrationFailed, tracking.TrackingUnavailable, LookupError) as exc:
         _fail(str(exc))
     out.print(f"run {record.run_id}: keras v{registered.keras_version}, onnx v{registered.onnx_version}"
@@ -268,8 +283,11 @@ def register(
 
 @app.command("promote")
 def promote(
-    accuracy_floor: Annotated[float, typer.Option(min=0.0, max=1.0, help="Minimum test accuracy.")] = 0.90,
-    tolerance: Annotated[float, typer.Option(min=0.0, max=1.0, help="Allowed accuracy drop vs the champion.")] = 0.002,
+    accuracy_floor: AccuracyFloor = 0.90,
+    tolerance: Tolerance = 0.002,
+    robust_mean_floor: RobustMeanFloor = 0.85,
+    robust_worst_floor: RobustWorstFloor = 0.60,
+    robust_tolerance: RobustTolerance = 0.01,
     force: Annotated[bool, typer.Option(help="Promote even if the gate fails (needs --why).")] = False,
     why: Annotated[Optional[str], typer.Option(help="Reason for a forced promotion (recorded).")] = None,
 ) -> None:
@@ -284,7 +302,8 @@ def promote(
         _fail("--force needs --why with a reason (it is recorded on the version and the run).", 2)
     try:
         tracking.configure()
-        decision = registry.promote(registry.GatePolicy(accuracy_floor, tolerance), force=force, why=why)
+        policy = registry.GatePolicy(accuracy_floor, tolerance, robust_mean_floor, robust_worst_floor, robust_tolerance)
+        decision = registry.promote(policy, force=force, why=why)
     except (LookupError, ValueError, tracking.TrackingUnavailable) as exc:
         _fail(str(exc))
     except Exception as exc:  # the tracking server went away mid-call

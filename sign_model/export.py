@@ -117,14 +117,29 @@ class Int8Report:
     int8_accuracy: float
     accuracy_loss_points: float
     argmax_agreement: float
-    fp32_images_per_s: float
-    int8_images_per_s: float
+    fp32_robust_mean: float
+    int8_robust_mean: float
+    fp32_robust_worst: float
+    int8_robust_worst: float
+    fp32_rows_per_s: float
+    int8_rows_per_s: float
     speedup: float
     accepted: bool
     reason: str
+    speed_basis: str = ""
 
     def metrics(self) -> dict[str, float]:
-        return {f"int8_{k}": float(v) for k, v in asdict(self).items() if k != "reason"}
+        return {f"int8_{k}": float(v) for k, v in asdict(self).items() if k not in ("reason", "speed_basis")}
+
+
+@dataclass(frozen=True)
+class Int8Bounds:
+    """When the INT8 model is worth registering: faster end to end and as good, within bounds."""
+
+    max_loss_points: float = 0.3  # clean accuracy, percentage points
+    min_agreement: float = 0.995  # argmax agreement with fp32
+    max_robust_loss_points: float = 1.0  # robustness mean and worst kind, percentage points
+    min_speedup: float = 1.05  # scorer rows/s INT8 / fp32
 
 
 class _Calibration:
@@ -143,20 +158,24 @@ class _Calibration:
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path, calibration_images: np.ndarray, metadata: dict[str, str]) -> Path:
-    """Static QDQ INT8 quantization calibrated on training rows."""
+    """Static QDQ INT8 quantization calibrated on training rows, after onnxruntime's
+    quantisation pre-processing (graph optimisation and shape inference, `quant_pre_process`)."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
 
     reader = type("Reader", (_Calibration, CalibrationDataReader), {})(calibration_images)
+    prepared = int8_path.with_name(f".{int8_path.name}.prep")
     tmp = int8_path.with_name(f".{int8_path.name}.raw")
-    logging.disable(logging.WARNING)  # onnxruntime logs "consider pre-processing" on the root logger
+    logging.disable(logging.WARNING)  # onnxruntime logs progress and hints on the root logger
     try:
-        quantize_static(str(fp32_path), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)  # static shapes: ONNX inference suffices
+        quantize_static(str(prepared), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        proto = onnx.load(str(tmp))
     finally:
         logging.disable(logging.NOTSET)
-    proto = onnx.load(str(tmp))
-    tmp.unlink()
+        prepared.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
     return save_onnx(proto, int8_path, {**metadata, "quantization": "int8 static QDQ per-channel"})
 
 
@@ -172,26 +191,52 @@ def images_per_second(path: Path, images: np.ndarray, batch_size: int = 256, rep
     return len(x) / best
 
 
+def scorer_rows_per_second(model_path: Path, csv_path: Path, repeats: int = 3) -> float:
+    """End to end on the batch scorer (read, validate, infer, drift, write): the best summary
+    rows_per_second of `repeats` runs over the same file."""
+    import tempfile
+
+    from serving.model import load_onnx
+    from serving.scorer import score_file
+
+    model = load_onnx(model_path)
+    with tempfile.TemporaryDirectory(prefix="int8-speed-") as out:
+        return max(float(score_file(csv_path, model, Path(out), overwrite=True)["rows_per_second"])
+                   for _ in range(repeats))
+
+
 def judge_int8(fp32_path: Path, int8_path: Path, images: np.ndarray, true_index: np.ndarray,
-               max_loss_points: float = 0.3, min_agreement: float = 0.995) -> Int8Report:
-    """Accuracy, agreement and speed of INT8 next to fp32; accepted only within the bounds."""
+               scoring_csv: Path, bounds: Int8Bounds = Int8Bounds()) -> Int8Report:
+    """INT8 next to fp32: clean accuracy, agreement, the robustness suite, and scorer speed on
+    `scoring_csv` end to end. Accepted only when faster by `min_speedup` and within the bounds."""
+    from sign_model.robustness import robustness_report
+
     fp32 = onnx_probabilities(fp32_path, images)
     int8 = onnx_probabilities(int8_path, images)
     fp32_acc = float((fp32.argmax(1) == true_index).mean())
     int8_acc = float((int8.argmax(1) == true_index).mean())
     loss = 100 * (fp32_acc - int8_acc)
     agreement = float((fp32.argmax(1) == int8.argmax(1)).mean())
-    timing_rows = images[: min(len(images), 8192)]
-    fp32_speed = images_per_second(fp32_path, timing_rows)
-    int8_speed = images_per_second(int8_path, timing_rows)
+    robust = {name: robustness_report(lambda x, p=path: onnx_probabilities(p, x), images, true_index, max_rows=1500)
+              for name, path in (("fp32", fp32_path), ("int8", int8_path))}
+    robust_loss = 100 * max(robust["fp32"].mean - robust["int8"].mean, robust["fp32"].worst - robust["int8"].worst)
+    fp32_speed = scorer_rows_per_second(fp32_path, scoring_csv)
+    int8_speed = scorer_rows_per_second(int8_path, scoring_csv)
+    speedup = int8_speed / fp32_speed
     problems = []
-    if loss > max_loss_points:
-        problems.append(f"accuracy loss {loss:.2f} points > {max_loss_points}")
-    if agreement < min_agreement:
-        problems.append(f"argmax agreement {agreement:.2%} < {min_agreement:.1%}")
-    reason = "; ".join(problems) or f"within bounds (loss {loss:.2f} points, agreement {agreement:.2%})"
-    return Int8Report(fp32_acc, int8_acc, loss, agreement, fp32_speed, int8_speed, int8_speed / fp32_speed,
-                      not problems, reason)
+    if speedup < bounds.min_speedup:
+        problems.append(f"not faster on the scorer (x{speedup:.2f} < x{bounds.min_speedup})")
+    if loss > bounds.max_loss_points:
+        problems.append(f"accuracy loss {loss:.2f} points > {bounds.max_loss_points}")
+    if agreement < bounds.min_agreement:
+        problems.append(f"argmax agreement {agreement:.2%} < {bounds.min_agreement:.1%}")
+    if robust_loss > bounds.max_robust_loss_points:
+        problems.append(f"robustness loss {robust_loss:.2f} points > {bounds.max_robust_loss_points}")
+    reason = "; ".join(problems) or (f"x{speedup:.2f} faster on the scorer, within bounds (loss {loss:.2f} points, "
+                                     f"agreement {agreement:.2%}, robustness loss {robust_loss:.2f} points)")
+    return Int8Report(fp32_acc, int8_acc, loss, agreement, robust["fp32"].mean, robust["int8"].mean,
+                      robust["fp32"].worst, robust["int8"].worst, fp32_speed, int8_speed, speedup, not problems, reason,
+                      f"serving.scorer rows/s on {Path(scoring_csv).name}, best of 3")
 
 
 def read_metadata(path: Path) -> dict[str, str]:
@@ -200,3 +245,38 @@ def read_metadata(path: Path) -> dict[str, str]:
 
     proto = onnx.load(str(path), load_external_data=False)
     return {p.key: p.value for p in proto.metadata_props}
+
+
+def onnx_macs(path: Path) -> int:
+    """Multiply-adds per image of an ONNX model, read from its graph (Conv, MatMul, Gemm).
+
+    Shapes come from ONNX shape inference with the batch dimension set to 1; QDQ (INT8) graphs
+    count the same as their fp32 originals."""
+    import onnx
+    from onnx import shape_inference
+
+    proto = onnx.load(str(path))
+    for value in (*proto.graph.input, *proto.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = 1
+    graph = shape_inference.infer_shapes(proto).graph
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in (*graph.value_info, *graph.input, *graph.output)}
+    initializers = {t.name for t in graph.initializer}
+    shapes.update({t.name: list(t.dims) for t in graph.initializer})
+    total = 0
+    for node in graph.node:
+        if node.op_type == "Conv":
+            out, weight = shapes.get(node.output[0]), shapes.get(node.input[1])
+            if out and weight:  # weight (C_out, C_in/group, kh, kw); every output element costs C_in/group*kh*kw
+                total += int(np.prod(out)) * int(np.prod(weight[1:]))
+        elif node.op_type in ("MatMul", "Gemm") and node.input[1] in initializers:
+            weight = shapes[node.input[1]]  # (K, N); Gemm with transB=1: (N, K)
+            total += int(weight[-1] * weight[0]) * _rows(shapes.get(node.output[0]))
+    return total
+
+
+def _rows(shape: list[int] | None) -> int:
+    """Rows a MatMul computes per image: all output dims but the last, unknown dims as 1."""
+    return int(np.prod([d or 1 for d in (shape or [1])[:-1]])) if shape else 1

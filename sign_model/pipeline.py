@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,8 +19,8 @@ import numpy as np
 from sign_model import tracking
 from sign_model.config import TEST_NAMES, TRAIN_NAMES, Paths, find_kaggle_file
 from sign_model.data import file_digest, load_dataset
-from sign_model.results import (DataFiles, Evaluated, Exported, Int8, Parity, Promotion, Registered, RunRecord, Trained,
-                                Validated)
+from sign_model.results import (DataFiles, Evaluated, Exported, Int8, Parity, Promotion, Registered, Robustness, RunRecord,
+                                Trained, Validated)
 from sign_model.train_config import TrainConfig
 
 if TYPE_CHECKING:
@@ -150,7 +151,7 @@ def _log_keras_model(model, example: np.ndarray) -> str:
 
     x = example[..., None].astype(np.float32)
     signature = infer_signature(x, np.asarray(model.predict(x, verbose=0)))
-    info = mlflow.keras.log_model(model, name="keras_model", signature=signature,
+    info = mlflow.keras.log_model(model, name="keras_model", signature=signature, input_example=x,
                                   pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"])
     return info.model_uri
 
@@ -178,6 +179,36 @@ def evaluate_step(run_id: str, files: DataFiles, trained: Trained, out_dir: Path
     return Evaluated(float(overall["accuracy"]), float(overall["macro_f1"]), int(overall["errors"]), int(overall["rows"]))
 
 
+def robustness_step(run_id: str, files: DataFiles, trained: Trained, out_dir: Path) -> Robustness:
+    """The robustness suite on the test split: metrics robust/<kind>/<severity>, a table, a heat map."""
+    import keras
+
+    from sign_model import robustness
+    from sign_model.evaluate import predict_probabilities
+    from sign_model.train import to_indices
+
+    test = load_dataset(files.test)
+    model = keras.models.load_model(trained.model_path)
+    report = robustness.robustness_report(lambda x: predict_probabilities(model, x, batch_size=1024),
+                                          test.images, to_indices(test.labels))
+    table = robustness.write_table(report, out_dir / "robustness.csv")
+    figure = robustness.plot_heatmap(report)
+    figure.savefig(out_dir / "robustness_heatmap.png", dpi=110)
+    with tracking.resume_run(run_id):
+        mlflow.log_metrics(report.metrics())
+        mlflow.log_artifact(str(table), "robustness")
+        mlflow.log_figure(figure, "robustness/heatmap.png")
+        tracking.log_json(report.to_dict(), "robustness/report.json")
+        mlflow.set_tags({"robust_mean": f"{report.mean:.6f}", "robust_worst": f"{report.worst:.6f}",
+                         "robust_worst_kind": report.worst_kind})
+    from sign_model.explore import plt
+
+    plt.close(figure)
+    log.info("robustness: moderate mean %.4f, worst %s %.4f (%d rows)", report.mean, report.worst_kind, report.worst,
+             report.rows)
+    return Robustness(report.mean, report.worst, report.worst_kind, report.clean_accuracy, report.rows, str(table))
+
+
 def export_step(run_id: str, files: DataFiles, trained: Trained, out_dir: Path, int8: bool = True) -> Exported:
     """ONNX export + parity proof on the full test split (+ INT8 variant); logs both models."""
     import keras
@@ -202,24 +233,27 @@ def export_step(run_id: str, files: DataFiles, trained: Trained, out_dir: Path, 
             log.error("ONNX parity failed: agreement %.4f, max |dp| %.2e", parity.argmax_agreement, parity.max_abs_delta)
             return Exported(str(fp32_path), file_digest(fp32_path), parity)
         onnx_uri = _log_onnx_model(fp32_path, "onnx_model", test.images[:2])
-        int8_result = _int8_variant(fp32_path, out_dir, train, test, metadata) if int8 else None
+        int8_result = _int8_variant(fp32_path, out_dir, train, test, metadata, Path(files.test)) if int8 else None
     return Exported(str(fp32_path), file_digest(fp32_path), parity, onnx_uri, int8_result)
 
 
-def _int8_variant(fp32_path: Path, out_dir: Path, train, test, metadata: dict[str, str]) -> Int8:
+def _int8_variant(fp32_path: Path, out_dir: Path, train, test, metadata: dict[str, str], test_csv: Path) -> Int8:
     from sign_model import export
     from sign_model.train import to_indices
 
     rng = np.random.default_rng(0)
     calibration = train.images[rng.choice(len(train), size=min(len(train), 1024), replace=False)]
     int8_path = export.quantize_int8(fp32_path, out_dir / "model.int8.onnx", calibration, metadata)
-    report = export.judge_int8(fp32_path, int8_path, test.images, to_indices(test.labels))
+    report = export.judge_int8(fp32_path, int8_path, test.images, to_indices(test.labels), test_csv)
     mlflow.log_metrics(report.metrics())
     mlflow.set_tag("int8_decision", report.reason)
+    log.info("INT8: %s", report.reason)
+    result = Int8(str(int8_path), report.accepted, report.reason, report.int8_accuracy, report.speedup,
+                  robust_mean=report.int8_robust_mean, robust_worst=report.int8_robust_worst)
     if not report.accepted:
-        return Int8(str(int8_path), False, report.reason, report.int8_accuracy, report.speedup)
-    return Int8(str(int8_path), True, report.reason, report.int8_accuracy, report.speedup,
-                _log_onnx_model(int8_path, "onnx_int8_model", test.images[:2]), file_digest(int8_path))
+        return result
+    return replace(result, model_uri=_log_onnx_model(int8_path, "onnx_int8_model", test.images[:2]),
+                   sha256=file_digest(int8_path))
 
 
 def _log_onnx_model(path: Path, name: str, example: np.ndarray) -> str:
@@ -261,8 +295,11 @@ def _register(record: RunRecord) -> Registered:
 
     tracking.configure(experiment=None)
     run_id, exported = record.run_id, record.exported
+    robust = record.robustness
     common = {"run_id": run_id, "train_sha256": record.files.train_sha256,
               "test_accuracy": f"{record.evaluated.test_accuracy:.6f}",
+              **({"robust_mean": f"{robust.mean:.6f}", "robust_worst": f"{robust.worst:.6f}",
+                  "robust_worst_kind": robust.worst_kind} if robust else {}),
               "validation_passed": mlflow.get_run(run_id).data.tags.get("validation_passed", "unknown"),
               "parity_passed": "true", "parity_argmax_agreement": exported.parity.argmax_agreement,
               "parity_max_abs_delta": exported.parity.max_abs_delta}
@@ -271,13 +308,27 @@ def _register(record: RunRecord) -> Registered:
     int8 = exported.int8
     if int8 is not None and int8.accepted:
         int8_v = registry.register_once(int8.model_uri, registry.INT8_MODEL,
-                                        {**common, "keras_version": keras_v.version, "onnx_sha256": int8.sha256,
-                                         "test_accuracy": f"{int8.accuracy:.6f}"})
+                                        {**registry_int8_tags(common, int8), "keras_version": keras_v.version})
         onnx_tags["int8_version"] = int8_v.version
     onnx_v = registry.register_once(exported.onnx_model_uri, registry.ONNX_MODEL, onnx_tags)
     registry.tag_version(registry.KERAS_MODEL, keras_v.version, {"onnx_version": onnx_v.version})
+    params = mlflow.get_run(run_id).data.params
+    architecture = params.get("architecture", "?")
+    registry.describe(registry.KERAS_MODEL, keras_v.version, registry.model_card(common, architecture))
+    registry.describe(registry.ONNX_MODEL, onnx_v.version, registry.model_card(onnx_tags, architecture))
+    if "int8_version" in onnx_tags:
+        registry.describe(registry.INT8_MODEL, onnx_tags["int8_version"],
+                          registry.model_card(registry_int8_tags(common, int8), architecture + " INT8"))
     return Registered(str(keras_v.version), str(onnx_v.version),
                       str(onnx_tags["int8_version"]) if "int8_version" in onnx_tags else None)
+
+
+def registry_int8_tags(common: dict, int8: Int8) -> dict:
+    """The INT8 version's own figures over the run's common tags."""
+    own = {"onnx_sha256": int8.sha256, "test_accuracy": f"{int8.accuracy:.6f}"}
+    if int8.robust_mean is not None:
+        own.update({"robust_mean": f"{int8.robust_mean:.6f}", "robust_worst": f"{int8.robust_worst:.6f}"})
+    return {**common, **own}
 
 
 def promote_step(policy: "GatePolicy | None" = None, force: bool = False, why: str | None = None) -> Promotion:

@@ -57,6 +57,41 @@ def tag_version(name: str, version: str, tags: dict[str, str]) -> None:
         client.set_model_version_tag(name, version, key, str(value))
 
 
+MODEL_DESCRIPTIONS = {
+    KERAS_MODEL: "Sign Language MNIST classifier (24 letters, no J/Z), Keras. Input: float32 (N, 28, 28, 1) raw "
+                 "0-255 grayscale pixels (Rescaling inside the model). Output: 24 class probabilities.",
+    ONNX_MODEL: "The Keras model exported to ONNX (tf2onnx) with parity proven on the test split; what the batch "
+                "scorer loads (`sign-mlops score --model models:/sign-mnist-onnx@champion`). Input `pixels`: float32 "
+                "(N, 28, 28, 1) raw 0-255; output `probabilities` (N, 24); label map and drift reference in the "
+                "ONNX metadata.",
+    INT8_MODEL: "Static INT8 (QDQ) variant of the ONNX model, registered only when it is faster on the scorer "
+                "and within the accuracy and robustness bounds. Same input and output as the ONNX model.",
+}
+
+
+def model_card(tags: dict[str, str], architecture: str, params: int | None = None) -> str:
+    """A short version description: what it is, what data, how good, what goes in."""
+    def pct(key: str) -> str:
+        value = tags.get(key)
+        return f"{100 * float(value):.2f} %" if value not in (None, "") else "n/a"
+
+    lines = [f"**{architecture}**" + (f", {params:,} parameters" if params else "") + f"; MLflow run `{tags.get('run_id')}`.",
+             f"Training data sha256 `{str(tags.get('train_sha256', ''))[:12]}`.",
+             f"Test accuracy {pct('test_accuracy')}; robustness (moderate shifts) mean {pct('robust_mean')}, "
+             f"worst kind {tags.get('robust_worst_kind', 'n/a')} {pct('robust_worst')}.",
+             "Input: float32 (N, 28, 28, 1) raw 0-255 pixels; output: 24 probabilities (letters A-Y without J).",
+             "Promotion: decided by the gate (see the promotion_decision and promotion_reasons tags)."]
+    return "\n\n".join(lines)
+
+
+def describe(name: str, version: str, card: str) -> None:
+    """The registered model's fixed description (once) and this version's model card."""
+    client = MlflowClient()
+    if not client.get_registered_model(name).description:
+        client.update_registered_model(name, description=MODEL_DESCRIPTIONS.get(name, ""))
+    client.update_model_version(name, version, description=card)
+
+
 def version_by_alias(name: str, alias: str) -> ModelVersion | None:
     """The version holding an alias, or None when the alias (or model) does not exist."""
     try:
@@ -69,6 +104,11 @@ def version_by_alias(name: str, alias: str) -> ModelVersion | None:
 class GatePolicy:
     accuracy_floor: float = 0.90
     tolerance: float = 0.002  # a challenger may be this much below the champion and still win
+    # robustness suite at the moderate severity (sign_model.robustness): floors and the allowed
+    # drop against the champion, for the mean over kinds and for the worst kind
+    robust_mean_floor: float = 0.85
+    robust_worst_floor: float = 0.60
+    robust_tolerance: float = 0.01
 
 
 @dataclass
@@ -113,7 +153,33 @@ def judge(challenger: ModelVersion, champion: ModelVersion | None, policy: GateP
         checks.append((accuracy >= best - policy.tolerance,
                        f"test accuracy {accuracy:.4f} vs champion v{champion.version} {best:.4f} "
                        f"(tolerance {policy.tolerance})"))
-    return checks
+    return checks + judge_robustness(challenger, champion, policy)
+
+
+def judge_robustness(challenger: ModelVersion, champion: ModelVersion | None,
+                     policy: GatePolicy) -> list[tuple[bool, str]]:
+    """Mean and worst-kind accuracy under the robustness suite: over the floors, and not worse
+    than the champion's beyond the tolerance (a champion from before the suite has no record)."""
+    mean, worst = _float_tag(challenger, "robust_mean"), _float_tag(challenger, "robust_worst")
+    if mean is None or worst is None:
+        return [(False, "challenger has no robustness record (robust_mean/robust_worst tags); "
+                        "retrain it with this version of sign-mlops")]
+    kind = challenger.tags.get("robust_worst_kind", "?")
+    checks = [(mean >= policy.robust_mean_floor, f"robustness mean {mean:.4f} vs floor {policy.robust_mean_floor:.4f}"),
+              (worst >= policy.robust_worst_floor,
+               f"robustness worst kind ({kind}) {worst:.4f} vs floor {policy.robust_worst_floor:.4f}")]
+    if champion is None:
+        return checks
+    best_mean, best_worst = _float_tag(champion, "robust_mean"), _float_tag(champion, "robust_worst")
+    if best_mean is None or best_worst is None:
+        return checks + [(True, f"champion v{champion.version} has no robustness record: nothing to compare")]
+    return checks + [
+        (mean >= best_mean - policy.robust_tolerance,
+         f"robustness mean {mean:.4f} vs champion v{champion.version} {best_mean:.4f} (tolerance {policy.robust_tolerance})"),
+        (worst >= best_worst - policy.robust_tolerance,
+         f"robustness worst kind {worst:.4f} vs champion v{champion.version} "
+         f"{best_worst:.4f} ({champion.tags.get('robust_worst_kind', '?')}; tolerance {policy.robust_tolerance})"),
+    ]
 
 
 def _linked_versions(version: ModelVersion) -> list[tuple[str, str]]:

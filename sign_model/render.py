@@ -58,26 +58,39 @@ def validation_report(out: Console, report) -> None:
     out.print("[green]validation passed[/]" if report.passed else f"[red]validation failed: {len(report.errors)} error(s)[/]")
 
 
-def training_result(out: Console, result: TrainingResult) -> None:
-    """The result table of a training run, the gate's reasons and how to open the MLflow UI."""
-    from sign_model.config import tracking_uri
-
+def result_rows(result: TrainingResult) -> list[tuple[str, str]]:
+    """The facts of a finished training run, as (name, value): the console table and the
+    Prefect markdown artifact both show these."""
     evaluated, trained, exported, promotion = result.evaluated, result.trained, result.exported, result.promotion
-    table = Table(title=f"MLflow run {result.run_id}", show_header=False)
-    rows = [("data", result.data.train + (" (SYNTHETIC)" if result.data.synthetic else "")),
+    rows = [("data", f"{result.data.train}{' (SYNTHETIC)' if result.data.synthetic else ''}, "
+                     f"sha256 {result.data.train_sha256[:12]}"),
             ("test accuracy", f"{evaluated.test_accuracy:.4%} ({evaluated.test_errors} errors / {evaluated.test_rows})"),
             ("test macro-F1", f"{evaluated.test_macro_f1:.4f}"),
             ("grouped validation accuracy", f"{trained.val_accuracy:.4%}"),
-            ("training seconds", f"{trained.train_seconds:.0f}"),
-            ("ONNX parity", f"argmax {exported.parity.argmax_agreement:.2%}, max |dp| {exported.parity.max_abs_delta:.1e}")]
+            ("training seconds", f"{trained.train_seconds:.0f}")]
+    if result.robustness is not None:
+        rb = result.robustness
+        rows.append(("robustness (moderate shifts)",
+                     f"mean {rb.mean:.2%}, worst {rb.worst_kind} {rb.worst:.2%} on {rb.rows} test rows"))
+    rows.append(("ONNX parity", f"argmax {exported.parity.argmax_agreement:.2%}, max |dp| {exported.parity.max_abs_delta:.1e}"))
     if exported.int8 is not None:
         i8 = exported.int8
-        rows.append(("INT8", f"{'registered' if i8.accepted else 'refused'}: {i8.reason}, speed-up x{i8.speedup:.2f}"))
+        rows.append(("INT8", f"{'registered' if i8.accepted else 'refused'}: {i8.reason}"))
     registered = result.registered
     rows += [("registered", f"keras v{registered.keras_version}, onnx v{registered.onnx_version}"
                             + (f", int8 v{registered.int8_version}" if registered.int8_version else "")),
              ("promotion", ("PROMOTED" if promotion.promoted else "not promoted") + f" v{promotion.version}"),
              ("champion", promotion.champion_uri), ("outputs", result.run_dir)]
+    return rows
+
+
+def training_result(out: Console, result: TrainingResult) -> None:
+    """The result table of a training run, the gate's reasons and how to open the MLflow UI."""
+    from sign_model.config import tracking_uri
+
+    promotion = result.promotion
+    table = Table(title=f"MLflow run {result.run_id}", show_header=False)
+    rows = result_rows(result)
     for key, value in rows:
         table.add_row(key, escape(value))
     out.print(table)

@@ -48,6 +48,18 @@ class Evaluated:
 
 
 @dataclass(frozen=True)
+class Robustness:
+    """The robustness suite's summary at the moderate severity (sign_model.robustness)."""
+
+    mean: float
+    worst: float
+    worst_kind: str
+    clean_accuracy: float
+    rows: int
+    table_path: str
+
+
+@dataclass(frozen=True)
 class Parity:
     argmax_agreement: float
     max_abs_delta: float
@@ -63,6 +75,8 @@ class Int8:
     speedup: float
     model_uri: str | None = None
     sha256: str | None = None
+    robust_mean: float | None = None
+    robust_worst: float | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +114,7 @@ class RunRecord:
     trained: Trained
     evaluated: Evaluated
     exported: Exported
+    robustness: Robustness | None = None
 
     def save(self) -> Path:
         path = Path(self.run_dir) / "run_record.json"
@@ -121,6 +136,7 @@ class RunRecord:
                 trained=Trained(**raw["trained"]), evaluated=Evaluated(**raw["evaluated"]),
                 exported=Exported(**{**exported, "parity": Parity(**exported["parity"]),
                                      "int8": Int8(**exported["int8"]) if exported.get("int8") else None}),
+                robustness=Robustness(**raw["robustness"]) if raw.get("robustness") else None,
             )
         except FileNotFoundError:
             raise ValueError(f"{path} not found; pass the folder of a run that got as far as the export step "
@@ -140,6 +156,7 @@ class TrainingResult:
     run_dir: str = ""
     trained: Trained | None = None
     evaluated: Evaluated | None = None
+    robustness: Robustness | None = None
     exported: Exported | None = None
     registered: Registered | None = None
     promotion: Promotion | None = None

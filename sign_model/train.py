@@ -77,16 +77,18 @@ def _datasets(images: np.ndarray, targets: np.ndarray, train_idx: np.ndarray, va
               config: TrainConfig):
     import tensorflow as tf
 
+    from sign_model.augment import photometric_augmenter
     from sign_model.model import build_augmenter
 
     augmenter = build_augmenter(config.rotation_deg, (config.width_shift, config.height_shift),
                                 config.zoom, config.contrast, config.seed)
+    photometric = photometric_augmenter(config.mirror, config.noise_std, config.photometric, config.occlusion)
     x = images[..., None].astype(np.float32)
     y = np.eye(NUM_CLASSES, dtype=np.float32)[targets]
     train = (tf.data.Dataset.from_tensor_slices((x[train_idx], y[train_idx]))
              .shuffle(len(train_idx), seed=config.seed, reshuffle_each_iteration=True)
              .batch(config.batch_size)
-             .map(lambda a, b: (augmenter(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
+             .map(lambda a, b: (photometric(augmenter(a, training=True)), b), num_parallel_calls=tf.data.AUTOTUNE)
              .prefetch(tf.data.AUTOTUNE))
     val = tf.data.Dataset.from_tensor_slices((x[val_idx], y[val_idx])).batch(512).prefetch(tf.data.AUTOTUNE)
     return train, val

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-ARCHITECTURE_NAMES = ("bn_cnn", "seed_cnn", "tiny_cnn")  # sign_model.model.ARCHITECTURES (a test keeps them equal)
+ARCHITECTURE_NAMES = ("bn_cnn", "bn_cnn16", "seed_cnn", "slim_cnn", "tiny_cnn")  # sign_model.model.ARCHITECTURES (a test keeps them equal)
 
 
 class ConfigError(ValueError):
@@ -40,6 +40,10 @@ class TrainConfig:
     height_shift: float = 0.12
     zoom: float = 0.12
     contrast: float = 0.3
+    mirror: float = 0.5  # share of training images mirrored (left-handed signers)
+    photometric: float = 0.5  # share of images given exposure/contrast/gamma/blur/background/noise changes
+    occlusion: float = 0.15  # chance of a square patch over part of the image
+    noise_std: float = 30.0  # largest sensor-noise sigma (0-255 scale); 0 turns noise off
     val_fraction: float = 0.1
     early_stopping_patience: int = 4
     select_from_fraction: float = 0.6  # model selection/early stopping only in the low-LR tail
@@ -73,6 +77,9 @@ def _range_problems(c: TrainConfig) -> list[str]:
         (0 <= c.rotation_deg <= 180, "rotation_deg must be in [0, 180]"),
         (all(0 <= v < 1 for v in (c.width_shift, c.height_shift, c.zoom, c.contrast)),
          "width_shift, height_shift, zoom and contrast must be in [0, 1)"),
+        (all(0 <= v <= 1 for v in (c.mirror, c.photometric, c.occlusion)),
+         "mirror, photometric and occlusion must be in [0, 1]"),
+        (0 <= c.noise_std <= 128, "noise_std must be in [0, 128]"),
         (0 < c.val_fraction < 0.5, "val_fraction must be in (0, 0.5)"),
         (c.early_stopping_patience >= 1, "early_stopping_patience must be >= 1"),
         (0 <= c.select_from_fraction < 1, "select_from_fraction must be in [0, 1)"),
@@ -85,10 +92,12 @@ PRESETS: dict[str, TrainConfig] = {
     "default": TrainConfig(),
     "seed": TrainConfig(architecture="seed_cnn", epochs=10, optimizer="sgd", learning_rate=0.01,
                         lr_schedule="constant", label_smoothing=0.0, dropout=0.2, rotation_deg=5.0,
-                        width_shift=0.13, height_shift=0.3, zoom=0.0, contrast=0.0),
+                        width_shift=0.13, height_shift=0.3, zoom=0.0, contrast=0.0,
+                        mirror=0.0, photometric=0.0, occlusion=0.0, noise_std=0.0),
     "smoke": TrainConfig(architecture="tiny_cnn", epochs=3, batch_size=64, learning_rate=5e-3,
                          dropout=0.1, rotation_deg=5.0, width_shift=0.05, height_shift=0.05,
-                         zoom=0.05, contrast=0.1, warmup_epochs=0.0, early_stopping_patience=3),
+                         zoom=0.05, contrast=0.1, warmup_epochs=0.0, early_stopping_patience=3,
+                         mirror=0.0, photometric=0.1, occlusion=0.0, noise_std=10.0),
 }
 
 

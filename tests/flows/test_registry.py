@@ -12,17 +12,19 @@ import pytest
 from sign_model import registry, tracking
 from sign_model.export import ParityError
 from sign_model.pipeline import register_step
-from sign_model.results import DataFiles, Evaluated, Exported, Parity, RunRecord, Trained
+from sign_model.results import DataFiles, Evaluated, Exported, Parity, Robustness, RunRecord, Trained
 
 
-def _new_version(onnx_path, accuracy: float, parity: str = "true") -> str:
-    """Log the ONNX model in a fresh run and register it as the challenger with a test accuracy."""
+def _new_version(onnx_path, accuracy: float, parity: str = "true", robust: tuple[float, float] | None = (0.95, 0.9)) -> str:
+    """Log the ONNX model in a fresh run and register it as the challenger with a test accuracy
+    and (unless None) a robustness record (mean, worst kind)."""
     with mlflow.start_run() as run:
         info = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name="onnx_model", save_as_external_data=False,
                                      pip_requirements=["onnxruntime"])
-    version = registry.register(info.model_uri, registry.ONNX_MODEL,
-                                {"test_accuracy": accuracy, "validation_passed": "true", "parity_passed": parity,
-                                 "run_id": run.info.run_id})
+    tags = {"test_accuracy": accuracy, "validation_passed": "true", "parity_passed": parity, "run_id": run.info.run_id}
+    if robust is not None:
+        tags.update({"robust_mean": robust[0], "robust_worst": robust[1], "robust_worst_kind": "mirror"})
+    version = registry.register(info.model_uri, registry.ONNX_MODEL, tags)
     return str(version.version)
 
 
@@ -63,11 +65,44 @@ def test_floor_and_parity_block_promotion_unless_forced(mlflow_store, onnx_model
     assert forced.promoted and "FORCED" in forced.reasons[-1] and "hotfix" in forced.reasons[-1]
 
 
+def test_gate_refuses_a_model_that_breaks_under_shift(mlflow_store, onnx_model_path):
+    """Accurate on clean data but fragile (e.g. never trained on left hands): refused on the
+    worst-kind floor, and a later challenger must not be less robust than the champion."""
+    tracking.configure("gate", uri=mlflow_store)
+    policy = registry.GatePolicy(accuracy_floor=0.8, robust_mean_floor=0.85, robust_worst_floor=0.6, robust_tolerance=0.01)
+    _new_version(onnx_model_path, 0.999, robust=(0.90, 0.18))
+    fragile = registry.promote(policy)
+    assert not fragile.promoted
+    assert any(r.startswith("FAIL robustness worst kind (mirror) 0.1800") for r in fragile.reasons)
+
+    _new_version(onnx_model_path, 0.99, robust=(0.99, 0.97))
+    assert registry.promote(policy).promoted
+    _new_version(onnx_model_path, 0.995, robust=(0.985, 0.94))  # more accurate, less robust
+    less_robust = registry.promote(policy)
+    assert not less_robust.promoted
+    assert [r for r in less_robust.reasons if r.startswith("FAIL")] == [
+        "FAIL robustness worst kind 0.9400 vs champion v2 0.9700 (mirror; tolerance 0.01)"]
+    _new_version(onnx_model_path, 0.99, robust=(0.985, 0.965))  # within the tolerance
+    assert registry.promote(policy).promoted
+
+
+def test_gate_needs_a_robustness_record_but_accepts_a_champion_without_one(mlflow_store, onnx_model_path):
+    tracking.configure("gate", uri=mlflow_store)
+    _new_version(onnx_model_path, 0.99, robust=None)
+    unknown = registry.promote(registry.GatePolicy(accuracy_floor=0.8))
+    assert not unknown.promoted and any("no robustness record" in r for r in unknown.reasons)
+    registry.promote(force=True, why="champion from before the robustness suite")
+    _new_version(onnx_model_path, 0.99, robust=(0.95, 0.9))
+    judged = registry.promote(registry.GatePolicy(accuracy_floor=0.8))
+    assert judged.promoted and any("has no robustness record: nothing to compare" in r for r in judged.reasons)
+
+
 def _record(run_id: str, run_dir: str, parity: bool = True, uri: str = "models:/m-does-not-exist") -> RunRecord:
     files = DataFiles("train.csv", "test.csv", False, "a" * 64, "b" * 64)
     return RunRecord(run_id, run_dir, files, Trained(f"{run_dir}/model/model.keras", "h.json", uri, 0.99, 1.0),
                      Evaluated(0.99, 0.99, 1, 100), Exported(f"{run_dir}/onnx/model.onnx", "x" * 64,
-                                                             Parity(1.0 if parity else 0.97, 0.0 if parity else 0.3, parity), uri))
+                                                             Parity(1.0 if parity else 0.97, 0.0 if parity else 0.3, parity), uri),
+                     Robustness(0.95, 0.9, "mirror", 0.99, 100, f"{run_dir}/robustness/robustness.csv"))
 
 
 def test_failed_parity_registers_nothing(mlflow_store, tmp_path):
@@ -103,6 +138,7 @@ def test_register_from_a_run_folder_is_idempotent(mlflow_store, tmp_path, onnx_m
     run_dir = tmp_path / "runs" / run.info.run_id
     record = _record(run.info.run_id, str(run_dir), uri=info.model_uri)
     record.save()
+    assert RunRecord.load(run_dir) == record
     runner = CliRunner()
     first = runner.invoke(app, ["register", "--from", str(run_dir), "--accuracy-floor", "0.5"])
     assert first.exit_code == 0, first.output

@@ -29,7 +29,8 @@ def flow_result(flow_home, tmp_path_factory):
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", uri)
-    result = training_flow(preset="smoke", overrides=SMOKE, home=str(flow_home), accuracy_floor=0.3, int8=True)
+    result = training_flow(preset="smoke", overrides=SMOKE, home=str(flow_home), accuracy_floor=0.3, int8=True,
+                           robust_mean_floor=0.2, robust_worst_floor=0.0, robust_tolerance=1.0)
     yield result, uri
     mp.undo()
 
@@ -61,6 +62,37 @@ def test_run_holds_params_metrics_inputs_pictures_and_model(flow_result):
                  "evaluation/test_predictions.csv", "validation/validation_report.json"):
         assert name in artifacts
     assert run.data.tags["validation_passed"] == "true" and run.data.tags["parity_passed"] == "true"
+
+
+def test_every_run_logs_the_robustness_suite_and_the_gate_reads_it(flow_result):
+    from sign_model.robustness import KINDS, SEVERITIES
+
+    result, uri = flow_result
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    run = mlflow.get_run(result.run_id)
+    robust = {k: v for k, v in run.data.metrics.items() if k.startswith("robust/")}
+    assert {f"robust/{k}/{s}" for k in KINDS for s in SEVERITIES} | {"robust/mean", "robust/worst", "robust/clean"} == set(robust)
+    assert robust["robust/mean"] == pytest.approx(result.robustness.mean)
+    assert {a.path for a in client.list_artifacts(result.run_id, "robustness")} == {
+        "robustness/heatmap.png", "robustness/robustness.csv", "robustness/report.json"}
+    version = version_by_alias(ONNX_MODEL, CHAMPION)
+    assert float(version.tags["robust_worst"]) == pytest.approx(result.robustness.worst, abs=1e-6)
+    assert version.tags["robust_worst_kind"] == result.robustness.worst_kind in KINDS
+    assert any(r.startswith("PASS robustness worst kind") for r in result.promotion.reasons)
+
+
+def test_registered_models_and_versions_carry_a_model_card(flow_result):
+    result, uri = flow_result
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    card = client.get_model_version(ONNX_MODEL, result.registered.onnx_version).description
+    assert "**tiny_cnn**" in card and result.run_id in card and result.data.train_sha256[:12] in card
+    assert f"{100 * result.evaluated.test_accuracy:.2f} %" in card and "raw 0-255 pixels" in card
+    assert client.get_registered_model(ONNX_MODEL).description.startswith("The Keras model exported to ONNX")
+    assert client.get_registered_model(KERAS_MODEL).description.startswith("Sign Language MNIST classifier")
+    keras_info = mlflow.models.get_model_info(result.trained.keras_model_uri)
+    assert keras_info.saved_input_example_info is not None  # the UI shows what goes in
 
 
 def test_logged_keras_model_reproduces_evaluation_accuracy(flow_result, synthetic_datasets):
@@ -132,4 +164,5 @@ def test_one_name_and_links_in_both_tools(flow_result):
         assert client.read_flow_run(flow_run_id).name == result.run_name
     story = Artifact.get("training-result")
     assert story is not None and "test accuracy" in story.data and "Promotion gate" in story.data
+    assert "| robustness (moderate shifts) | mean " in story.data
     assert f"/runs/{result.run_id}" in Artifact.get("mlflow-run").data

@@ -7,7 +7,7 @@ import onnx
 from onnx import numpy_helper
 
 from sign_model.evaluate import predict_probabilities
-from sign_model.export import check_parity, judge_int8, quantize_int8, read_metadata, save_onnx
+from sign_model.export import Int8Bounds, check_parity, judge_int8, onnx_macs, quantize_int8, read_metadata, save_onnx
 from sign_model.labels import LETTERS, parse_label_map
 from sign_model.train import to_indices
 
@@ -46,18 +46,40 @@ def test_tampered_onnx_fails_parity(tiny_training, synthetic_datasets, onnx_mode
     assert not parity.passed and parity.max_abs_delta > 1e-4
 
 
-def test_int8_runs_and_keeps_metadata(synthetic_datasets, onnx_model_path, tmp_path):
+def test_int8_is_preprocessed_quantised_and_keeps_metadata(synthetic_datasets, synthetic_files, onnx_model_path,
+                                                           tmp_path):
     train, test = synthetic_datasets
     int8 = quantize_int8(onnx_model_path, tmp_path / "m.int8.onnx", train.images[:256], read_metadata(onnx_model_path))
     assert "label_map" in read_metadata(int8)
-    report = judge_int8(onnx_model_path, int8, test.images, to_indices(test.labels))
-    assert 0 < report.int8_accuracy <= 1 and report.int8_images_per_s > 0
-    assert report.argmax_agreement > 0.9
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in onnx.load(str(int8)).graph.node}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.int8.onnx"]  # no pre-processing leftovers
+    report = judge_int8(onnx_model_path, int8, test.images, to_indices(test.labels), synthetic_files[1])
+    assert 0 < report.int8_accuracy <= 1 and report.int8_rows_per_s > 0 and report.fp32_rows_per_s > 0
+    assert report.argmax_agreement > 0.9 and 0 < report.int8_robust_mean <= 1
+    assert "rows/s" in report.speed_basis
 
 
-def test_int8_refused_when_accuracy_loss_exceeds_bound(synthetic_datasets, onnx_model_path, tmp_path):
+def test_int8_refused_when_accuracy_loss_exceeds_bound(synthetic_datasets, synthetic_files, onnx_model_path, tmp_path):
     test = synthetic_datasets[1]
     degraded = _tampered(onnx_model_path, tmp_path / "degraded.onnx")  # stands in for a bad INT8 model
-    report = judge_int8(onnx_model_path, degraded, test.images, to_indices(test.labels), max_loss_points=0.3)
+    report = judge_int8(onnx_model_path, degraded, test.images, to_indices(test.labels), synthetic_files[1],
+                        Int8Bounds(max_loss_points=0.3, min_speedup=0.0))
     assert report.accuracy_loss_points > 0.3
     assert not report.accepted and "accuracy loss" in report.reason
+
+
+def test_int8_refused_when_it_is_not_faster_on_the_scorer(synthetic_datasets, synthetic_files, onnx_model_path):
+    """The same model as 'INT8' is exactly as good and never 3x faster: refused for speed alone."""
+    test = synthetic_datasets[1]
+    slow = judge_int8(onnx_model_path, onnx_model_path, test.images, to_indices(test.labels), synthetic_files[1],
+                      Int8Bounds(min_speedup=3.0))
+    assert not slow.accepted and slow.reason.startswith("not faster on the scorer")
+    assert slow.accuracy_loss_points == 0 and slow.argmax_agreement == 1.0
+    fine = judge_int8(onnx_model_path, onnx_model_path, test.images, to_indices(test.labels), synthetic_files[1],
+                      Int8Bounds(min_speedup=0.0))
+    assert fine.accepted and "within bounds" in fine.reason
+
+
+def test_macs_are_read_from_the_onnx_graph(onnx_model_path):
+    """The tiny CNN by hand: conv 26*26*8*9 + conv 11*11*16*(8*9) + dense 400*24."""
+    assert onnx_macs(onnx_model_path) == 26 * 26 * 8 * 9 + 11 * 11 * 16 * 72 + 400 * 24

@@ -1,0 +1,145 @@
+"""Benchmark: cost against quality for candidate default models -- the Pareto study behind the default.
+
+    .venv/bin/python benchmarks/model_pareto.py                      # the README's table
+    .venv/bin/python benchmarks/model_pareto.py --candidates bn_cnn16 --seeds 1   # one row, quicker
+
+Data: the real Kaggle training file (../shared) split once into a fit part and a grouped
+holdout (20 %, near-copy groups never straddle; the same holdout for every row). Synthetic data
+of the same size when ../shared is absent (then the numbers say little about real hands).
+
+For every candidate (architecture + training recipe) and seed: train on the fit part with the
+project's own `train_model` (its grouped validation split inside), export to ONNX, then measure
+- M MACs/image and parameters, read from the exported ONNX graph;
+- training wall seconds;
+- grouped-holdout accuracy (mean and worst over seeds);
+- the robustness suite (sign_model.robustness) on the holdout: mean over kinds at the moderate
+  severity and the worst kind (worst over seeds);
+- scorer throughput in-process (serving.scorer.score_file, the summary's rows_per_second) on the
+  whole 27,455-row file, fp32 and INT8 (quant_pre_process + static QDQ), best of 2.
+Everything runs in this one process on this machine, so the rows compare side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import print_table, real_or_synthetic_csv  # noqa: E402
+
+# name -> (architecture, config overrides); "previous default" is the champion recipe before #13
+CANDIDATES: dict[str, tuple[str, dict]] = {
+    "bn_cnn-previous": ("bn_cnn", {"mirror": 0.0, "photometric": 0.0, "occlusion": 0.0, "noise_std": 0.0}),
+    "bn_cnn-robust": ("bn_cnn", {}),
+    "bn_cnn16": ("bn_cnn16", {"epochs": 15}),
+    "slim_cnn": ("slim_cnn", {"epochs": 15}),
+    "tiny_cnn": ("tiny_cnn", {"epochs": 15, "learning_rate": 2e-3, "batch_size": 128, "dropout": 0.1}),
+}
+
+
+@dataclass
+class Trial:
+    seconds: float
+    accuracy: float
+    robust_mean: float
+    robust_worst: float
+    worst_kind: str
+    macs: int
+    params: int
+    fp32_rows_s: float
+    int8_rows_s: float
+
+
+def holdout_split(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from sign_model.split import grouped_split
+
+    return grouped_split(images, labels, fraction=0.2, seed=20261126)
+
+
+def scorer_rows_per_second(csv_path: Path, onnx_path: Path, workdir: Path) -> float:
+    from serving.model import load_onnx
+    from serving.scorer import score_file
+
+    model = load_onnx(onnx_path)
+    return max(score_file(csv_path, model, workdir / f"scores-{onnx_path.stem}", overwrite=True)["rows_per_second"]
+               for _ in range(2))
+
+
+def run_trial(name: str, seed: int, dataset, holdout, csv_path: Path, workdir: Path, epochs: int | None) -> Trial:
+    from sign_model import export
+    from sign_model.robustness import robustness_report
+    from sign_model.train import epoch_progress, to_indices, train_model
+    from sign_model.train_config import resolve_config
+
+    architecture, overrides = CANDIDATES[name]
+    overrides = {**overrides, "architecture": architecture, "seed": seed}
+    if epochs:
+        overrides["epochs"] = epochs
+    config = resolve_config("default", overrides)
+    result = train_model(dataset, config, callbacks=[epoch_progress(config.epochs, lambda line: print(f"  {name}: {line}",
+                                                                                                   flush=True))])
+    out = workdir / f"{name}-{seed}"
+    fp32 = export.keras_to_onnx(result.model, out / "model.onnx", export.model_metadata(None, None))
+    holdout_true = to_indices(holdout.labels)
+    probs = export.onnx_probabilities(fp32, holdout.images)
+    report = robustness_report(lambda x: export.onnx_probabilities(fp32, x), holdout.images, holdout_true, seed=0)
+    rng = np.random.default_rng(0)
+    calibration = dataset.images[rng.choice(len(dataset), 1024, replace=False)]
+    int8 = export.quantize_int8(fp32, out / "model.int8.onnx", calibration, export.model_metadata(None, None))
+    return Trial(result.train_seconds, float((probs.argmax(1) == holdout_true).mean()), report.mean, report.worst,
+                 report.worst_kind, export.onnx_macs(fp32), int(result.model.count_params()),
+                 scorer_rows_per_second(csv_path, fp32, out), scorer_rows_per_second(csv_path, int8, out))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--candidates", nargs="*", default=list(CANDIDATES), choices=list(CANDIDATES))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=None, help="override every candidate's epochs (quick looks)")
+    args = parser.parse_args()
+
+    from sign_model.data import SignDataset, load_dataset
+    from sign_model.quiet import quiet_tensorflow
+
+    quiet_tensorflow()
+    with tempfile.TemporaryDirectory(prefix="pareto-") as tmp:
+        workdir = Path(tmp)
+        csv_path, source = real_or_synthetic_csv(workdir)
+        full = load_dataset(csv_path)
+        fit_idx, holdout_idx = holdout_split(full.images, full.labels)
+        fit = SignDataset(full.images[fit_idx], full.labels[fit_idx], "fit", full.digest)
+        holdout = SignDataset(full.images[holdout_idx], full.labels[holdout_idx], "holdout", full.digest)
+        print(f"data: {source}; fit {len(fit)} rows, grouped holdout {len(holdout)} rows", flush=True)
+        rows = []
+        for name in args.candidates:
+            trials = []
+            for seed in range(args.seeds):
+                started = time.perf_counter()
+                trial = run_trial(name, seed, fit, holdout, csv_path, workdir, args.epochs)
+                trials.append(trial)
+                print(f"{name} seed {seed}: {trial} ({time.perf_counter() - started:.0f} s)", flush=True)
+            worst = min(trials, key=lambda t: t.robust_worst)
+            rows.append([name, f"{trials[0].macs / 1e6:.2f}", f"{trials[0].params:,}",
+                         f"{np.mean([t.seconds for t in trials]):.0f}",
+                         f"{100 * np.mean([t.accuracy for t in trials]):.2f}",
+                         f"{100 * min(t.accuracy for t in trials):.2f}",
+                         f"{100 * np.mean([t.robust_mean for t in trials]):.2f}",
+                         f"{worst.worst_kind} {100 * worst.robust_worst:.1f}",
+                         f"{np.median([t.fp32_rows_s for t in trials]):,.0f}",
+                         f"{np.median([t.int8_rows_s for t in trials]):,.0f}"])
+        print_table(f"Model Pareto study ({source}; {args.seeds} seed(s); this machine)",
+                    ["candidate", "M MACs/img", "params", "train s", "holdout acc % (mean)", "worst seed %",
+                     "robust mean % (moderate)", "worst kind % (worst seed)", "scorer rows/s fp32", "rows/s INT8"],
+                    rows)
+
+
+if __name__ == "__main__":
+    main()

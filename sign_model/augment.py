@@ -1,0 +1,88 @@
+"""Training-time photometric augmentation: what real cameras and hands do to the images.
+
+Runs on batches of raw 0-255 pixels (B, 28, 28, 1) inside the tf.data training stream, after
+the geometric Keras augmenter (`sign_model.model.build_augmenter`); never part of the inference
+model, so the exported ONNX contract (raw pixels in, Rescaling inside) does not change.
+
+Each operation is applied to a random share of the images, with a random strength, so clean
+images stay common (clean accuracy is not traded away):
+- mirror (a left-handed signer) with probability `mirror`;
+- a share `photometric` of the images is "shifted": each of darker or brighter exposure,
+  contrast, gamma, blur, a textured background at the border, Gaussian sensor noise (sigma up
+  to `noise_std`) and salt-and-pepper is applied to a random part of those; the rest stays clean;
+- a square occlusion patch with probability `occlusion`.
+The strengths reach past the robustness suite's moderate severity (`sign_model.robustness`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _gaussian_kernel(sigma: float, radius: int = 2) -> np.ndarray:
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    kernel = np.outer(taps, taps)
+    return (kernel / kernel.sum()).astype(np.float32)[:, :, None, None]
+
+
+def _radial_border_weight() -> np.ndarray:
+    yy, xx = np.mgrid[0:28, 0:28]
+    radius = np.hypot(yy - 13.5, xx - 13.5) / (13.5 * math.sqrt(2))
+    return np.clip((radius - 0.25) / 0.5, 0, 1).astype(np.float32)[None, :, :, None]
+
+
+def photometric_augmenter(mirror: float, noise_std: float, photometric: float, occlusion: float):
+    """A function (B, 28, 28, 1) float32 0-255 -> same shape, whole pixels, for tf.data.map."""
+    import tensorflow as tf
+
+    blur_kernel = tf.constant(_gaussian_kernel(1.2))
+    border = tf.constant(_radial_border_weight())
+    max_gamma = math.log(2.8)
+
+    def augment(x):
+        batch = tf.shape(x)[0]
+
+        def chance(p: float):
+            return tf.random.uniform([batch, 1, 1, 1]) < p
+
+        def uniform(low: float, high: float, shape=None):
+            return tf.random.uniform(shape or [batch, 1, 1, 1], low, high)
+
+        if mirror > 0:
+            x = tf.where(chance(mirror), tf.reverse(x, axis=[2]), x)
+        shifted = chance(photometric)  # the rest of the batch stays clean
+
+        def some(p: float = 0.35):
+            return shifted & chance(p)
+
+        if photometric > 0:
+            x = tf.where(some(0.2), x * uniform(0.3, 1.0), x)
+            x = tf.where(some(0.2), x + uniform(0.0, 0.6) * (255.0 - x), x)
+            mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+            x = tf.where(some(), mean + uniform(0.25, 1.0) * (x - mean), x)
+            x = tf.clip_by_value(x, 0.0, 255.0)
+            gamma = tf.exp(uniform(-max_gamma, max_gamma))
+            x = tf.where(some(), 255.0 * tf.pow(x / 255.0 + 1e-6, gamma), x)
+            padded = tf.pad(x, [[0, 0], [2, 2], [2, 2], [0, 0]], mode="SYMMETRIC")
+            blurred = tf.nn.depthwise_conv2d(padded, blur_kernel, strides=[1, 1, 1, 1], padding="VALID")
+            x = tf.where(some(0.25), x + uniform(0.0, 1.0) * (blurred - x), x)
+            texture = tf.image.resize(uniform(0.0, 255.0, [batch, 4, 4, 1]), [28, 28], method="bilinear")
+            weight = border * uniform(0.0, 0.7)
+            x = tf.where(some(0.2), (1.0 - weight) * x + weight * texture, x)
+        if occlusion > 0:
+            side = tf.floor(uniform(4.0, 12.0))
+            top, left = tf.floor(uniform(2.0, 26.0 - side)), tf.floor(uniform(2.0, 26.0 - side))
+            rows = tf.reshape(tf.range(28, dtype=tf.float32), [1, 28, 1, 1])
+            cols = tf.reshape(tf.range(28, dtype=tf.float32), [1, 1, 28, 1])
+            inside = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
+            x = tf.where(chance(occlusion) & inside, uniform(0.0, 255.0), x)
+        if noise_std > 0:
+            x = tf.where(some(0.4), x + uniform(0.0, noise_std) * tf.random.normal(tf.shape(x)), x)
+            hit = tf.random.uniform(tf.shape(x)) < uniform(0.0, 0.08)
+            salt = tf.where(tf.random.uniform(tf.shape(x)) < 0.5, 255.0, 0.0)
+            x = tf.where(some(0.15) & hit, salt, x)
+        return tf.clip_by_value(tf.round(x), 0.0, 255.0)
+
+    return augment
