@@ -168,7 +168,26 @@ def inbox_scoring_flow(inbox: str | None = None, outbox: str | None = None,
     for name, reason in {**result["waiting"], **result["ignored"]}.items():
         logger.info("left in the inbox: %s (%s)", name, reason)
     report_scored_files(result)
+    rename_flow_run(scoring_run_name(list(result["outputs"]) + list(result["failed"]), result["model"]))
     return result
+
+
+def scoring_run_name(files: list[str], model: dict) -> str:
+    """score-<file>-<model version>; several files: score-<first>+<n more>-..., none: score-nothing-..."""
+    version = f"v{model['version']}" if model.get("version") else (model.get("sha256") or "model")[:8]
+    if not files:
+        return f"score-nothing-{version}"
+    first = input_stem(Path(files[0]))
+    return f"score-{first}-{version}" if len(files) == 1 else f"score-{first}+{len(files) - 1}-more-{version}"
+
+
+def rename_flow_run(name: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    if flow_run.id:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(flow_run.id, name=name)
 
 
 DRIFT_EVENT = "sign-mlops.drift.detected"

@@ -67,9 +67,13 @@ def _log_to_console(verbose: bool) -> None:
 
     for name in ("sign_model", "serving"):
         logger = logging.getLogger(name)
-        if not any(isinstance(h, RichHandler) for h in logger.handlers):
-            logger.addHandler(RichHandler(console=console, show_time=False, show_path=False))
-        logger.setLevel(logging.INFO if verbose else logging.WARNING)
+        handler = next((h for h in logger.handlers if isinstance(h, RichHandler)), None)
+        if handler is None:
+            handler = RichHandler(console=console, show_time=False, show_path=False)
+            logger.addHandler(handler)
+        # INFO reaches the Prefect run log (flows/__init__.py); the console shows it with --verbose
+        handler.setLevel(logging.INFO if verbose else logging.WARNING)
+        logger.setLevel(logging.INFO)
         logger.propagate = False
     if not verbose:  # the flow logs one line per step itself; Prefect's per-task lines are noise
         os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "WARNING")

@@ -151,7 +151,9 @@ def _log_keras_model(model, example: np.ndarray) -> str:
 
     x = example[..., None].astype(np.float32)
     signature = infer_signature(x, np.asarray(model.predict(x, verbose=0)))
-    info = mlflow.keras.log_model(model, name="keras_model", signature=signature, input_example=x,
+    # No input_example here: mlflow.keras (3.17) fails to create its folder first (mlflow/mlflow#16183,
+    # open); the ONNX models, which the scorer loads, carry the example.
+    info = mlflow.keras.log_model(model, name="keras_model", signature=signature,
                                   pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"])
     return info.model_uri
 
@@ -266,6 +268,7 @@ def _log_onnx_model(path: Path, name: str, example: np.ndarray) -> str:
     x = example[..., None].astype(np.float32)
     signature = infer_signature(x, onnx_probabilities(path, example))
     info = mlflow.onnx.log_model(onnx.load(str(path)), name=name, signature=signature, save_as_external_data=False,
+                                 input_example=x,
                                  pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"])
     return info.model_uri
 

@@ -101,3 +101,18 @@ def test_drifted_file_raises_an_event_and_every_run_leaves_a_table(tmp_path, onn
     assert event["resource"]["prefect.resource.id"] == "sign-mlops.file.dark.csv"
     table = Artifact.get("inbox-scoring")
     assert table is not None and "dark.csv" in str(table.data) and "no drift" in str(table.data)
+
+
+def test_scoring_run_is_named_for_its_file_and_model(tmp_path, synthetic_files, onnx_model_path):
+    from prefect.client.orchestration import get_client
+
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    inbox.mkdir()
+    shutil.copy(synthetic_files[1], inbox / "monday.csv")
+    state = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=str(onnx_model_path), settle_s=0,
+                               return_state=True)
+    assert state.result()["scored"] == ["monday.csv"]
+    with get_client(sync_client=True) as client:
+        name = client.read_flow_run(state.state_details.flow_run_id).name
+    sha8 = state.result()["model"]["sha256"][:8]
+    assert name == f"score-monday-{sha8}"  # a model file has no registry version: its sha256 names it

@@ -91,8 +91,8 @@ def test_registered_models_and_versions_carry_a_model_card(flow_result):
     assert f"{100 * result.evaluated.test_accuracy:.2f} %" in card and "raw 0-255 pixels" in card
     assert client.get_registered_model(ONNX_MODEL).description.startswith("The Keras model exported to ONNX")
     assert client.get_registered_model(KERAS_MODEL).description.startswith("Sign Language MNIST classifier")
-    keras_info = mlflow.models.get_model_info(result.trained.keras_model_uri)
-    assert keras_info.saved_input_example_info is not None  # the UI shows what goes in
+    onnx_info = mlflow.models.get_model_info(result.exported.onnx_model_uri)
+    assert onnx_info.saved_input_example_info is not None  # the UI shows what goes in
 
 
 def test_logged_keras_model_reproduces_evaluation_accuracy(flow_result, synthetic_datasets):
@@ -166,3 +166,22 @@ def test_one_name_and_links_in_both_tools(flow_result):
     assert story is not None and "test accuracy" in story.data and "Promotion gate" in story.data
     assert "| robustness (moderate shifts) | mean " in story.data
     assert f"/runs/{result.run_id}" in Artifact.get("mlflow-run").data
+
+
+def test_library_log_messages_reach_the_flow_run_log(flow_result):
+    """sign_model's own logging (the grouped split, the robustness summary, registration) is in
+    the Prefect run's log, next to the flow's step lines."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    result, uri = flow_result
+    mlflow.set_tracking_uri(uri)
+    flow_run_id = mlflow.get_run(result.run_id).data.tags["prefect.flow_run_id"]
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200)
+    by_logger = {}
+    for entry in logs:
+        by_logger.setdefault(entry.name, []).append(entry.message)
+    assert any(m.startswith("grouped split:") for m in by_logger.get("sign_model.train", []))
+    assert any(m.startswith("robustness: moderate mean") for m in by_logger.get("sign_model.pipeline", []))
+    assert any("as challenger" in m for m in by_logger.get("sign_model.registry", []))
