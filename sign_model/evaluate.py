@@ -28,9 +28,9 @@ class Evaluation:
     pred_index: np.ndarray
 
     def metrics(self) -> dict[str, float]:
-        """Flat metric names for MLflow: test_accuracy, test_macro_f1, test_f1_A, ..."""
-        flat = {f"test_{k}": v for k, v in self.overall.items()}
-        flat.update({f"test_f1_{letter}": m["f1"] for letter, m in self.per_class.items()})
+        """MLflow metric names: test/accuracy, test/macro_f1, ..., test/f1/A, ..."""
+        flat = {f"test/{k}": v for k, v in self.overall.items()}
+        flat.update({f"test/f1/{letter}": m["f1"] for letter, m in self.per_class.items()})
         return flat
 
 
@@ -41,25 +41,29 @@ def predict_probabilities(model, images: np.ndarray, batch_size: int = 512) -> n
 
 
 def confusion_matrix(true_index: np.ndarray, pred_index: np.ndarray) -> np.ndarray:
-    matrix = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
-    np.add.at(matrix, (true_index, pred_index), 1)
-    return matrix
+    """(24, 24) counts, rows = true class, columns = predicted (scikit-learn's)."""
+    from sklearn.metrics import confusion_matrix as sk_confusion
+
+    return sk_confusion(true_index, pred_index, labels=np.arange(NUM_CLASSES))
 
 
-def summarize(confusion: np.ndarray) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """Overall accuracy and macro-F1, per-class precision/recall/F1 from a confusion matrix."""
-    tp = np.diag(confusion).astype(float)
-    support = confusion.sum(axis=1)
-    predicted = confusion.sum(axis=0)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=(precision + recall) > 0)
-    present = support > 0
-    total = int(confusion.sum())
-    overall = {"accuracy": float(tp.sum() / max(total, 1)), "macro_f1": float(f1[present].mean()),
-               "errors": float(total - tp.sum()), "rows": float(total)}
+def summarize(true_index: np.ndarray, pred_index: np.ndarray) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Overall accuracy and macro-F1 (over the classes present), per-class precision/recall/F1
+    (scikit-learn's; a class never predicted has precision 0)."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    classes = np.arange(NUM_CLASSES)
+    precision, recall, f1, support = precision_recall_fscore_support(true_index, pred_index, labels=classes,
+                                                                     zero_division=0)
+    present = np.unique(true_index)
+    _, _, macro_f1, _ = precision_recall_fscore_support(true_index, pred_index, labels=present, average="macro",
+                                                        zero_division=0)
+    correct = np.bincount(true_index[true_index == pred_index], minlength=NUM_CLASSES)
+    total = len(true_index)
+    overall = {"accuracy": float(accuracy_score(true_index, pred_index)) if total else 0.0,
+               "macro_f1": float(macro_f1), "errors": float(total - correct.sum()), "rows": float(total)}
     per_class = {letter: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                          "support": int(support[i]), "correct": int(tp[i]), "incorrect": int(support[i] - tp[i])}
+                          "support": int(support[i]), "correct": int(correct[i]), "incorrect": int(support[i] - correct[i])}
                  for i, letter in enumerate(LETTERS)}
     return overall, per_class
 
@@ -70,7 +74,7 @@ def evaluate_model(model, dataset: SignDataset) -> Evaluation:
     true_index = to_indices(dataset.labels)
     pred_index = probabilities.argmax(axis=1)
     confusion = confusion_matrix(true_index, pred_index)
-    overall, per_class = summarize(confusion)
+    overall, per_class = summarize(true_index, pred_index)
     return Evaluation(overall, per_class, confusion, probabilities, true_index, pred_index)
 
 

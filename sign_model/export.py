@@ -36,8 +36,8 @@ class Parity:
     passed: bool
 
     def metrics(self, prefix: str = "parity") -> dict[str, float]:
-        return {f"{prefix}_argmax_agreement": self.argmax_agreement, f"{prefix}_max_abs_delta": self.max_abs_delta,
-                f"{prefix}_passed": float(self.passed)}
+        return {f"{prefix}/argmax_agreement": self.argmax_agreement, f"{prefix}/max_abs_delta": self.max_abs_delta,
+                f"{prefix}/passed": float(self.passed)}
 
 
 def model_metadata(run_id: str | None, data_digest: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -129,7 +129,7 @@ class Int8Report:
     speed_basis: str = ""
 
     def metrics(self) -> dict[str, float]:
-        return {f"int8_{k}": float(v) for k, v in asdict(self).items() if k not in ("reason", "speed_basis")}
+        return {f"int8/{k}": float(v) for k, v in asdict(self).items() if k not in ("reason", "speed_basis")}
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,7 @@ def validate_step(run_id: str, files: DataFiles, report_path: Path) -> Validated
         mlflow.log_artifact(str(report_path), "validation")
         mlflow.set_tag("validation_passed", str(report.passed).lower())
         for key, value in report.stats.items():
-            mlflow.log_metric(f"data_{key}", value)
+            mlflow.log_metric(f"data/{key}", value)
     if not report.passed:
         mlflow.MlflowClient().set_terminated(run_id, status="FAILED")
         raise ValidationFailed(f"{report.summary()} (full report: {report_path})")
@@ -130,15 +130,15 @@ def train_step(run_id: str, files: DataFiles, config: TrainConfig, out_dir: Path
     train = load_dataset(files.train)
     with tracking.resume_run(run_id):
         tracking.log_dataset(train.images, train.labels, files.train, train.digest, "train", "training")
-        # MLflow's own Keras callback logs loss/accuracy/val_* per epoch (step = epoch, from 0) and
-        # the optimizer config as params; one progress line per epoch goes to the console/run log.
-        result = train_model(train, config, callbacks=[mlflow.keras.MlflowCallback(), epoch_progress(config.epochs)])
+        # MLflow's own Keras callback logs train/loss, train/accuracy, val/loss, val/accuracy per
+        # epoch (step = epoch, from 0); one progress line per epoch goes to the console/run log.
+        result = train_model(train, config, callbacks=[tracking.epoch_metrics_callback(), epoch_progress(config.epochs)])
         mlflow.flush_async_logging()
         saved = save_training_outputs(result, config, out_dir)
-        mlflow.log_metrics({"best_epoch": result.best_epoch, "best_val_accuracy": result.val_accuracy,
-                            "best_val_loss": result.val_loss, "train_seconds": result.train_seconds,
-                            "train_rows": result.train_rows, "val_rows": result.val_rows,
-                            "epochs_run": len(result.history["loss"]), "params_count": result.model.count_params()})
+        mlflow.log_metrics({"train/best_epoch": result.best_epoch, "val/best_accuracy": result.val_accuracy,
+                            "val/best_loss": result.val_loss, "train/seconds": result.train_seconds,
+                            "train/rows": result.train_rows, "val/rows": result.val_rows,
+                            "train/epochs_run": len(result.history["loss"]), "model/params": result.model.count_params()})
         mlflow.log_artifact(str(saved["history"]), "training")
         model_uri = _log_keras_model(result.model, train.images[:2])
     return Trained(str(saved["model"]), str(saved["history"]), model_uri, result.val_accuracy, result.train_seconds)

@@ -121,3 +121,20 @@ def log_dataset(images: np.ndarray, labels: np.ndarray, source: str, digest: str
 
 def log_json(payload: Any, artifact_file: str) -> None:
     mlflow.log_text(json.dumps(payload, indent=2, default=str), artifact_file)
+
+
+def epoch_metrics_callback():
+    """MLflow's Keras callback, with Keras' per-epoch names put in namespaces: loss/accuracy ->
+    train/loss, train/accuracy; val_loss/val_accuracy -> val/loss, val/accuracy (step = epoch).
+    Its step-less validation_* copies of the same numbers are left out."""
+    from mlflow.keras.callback import MlflowCallback
+
+    class _Namespaced(MlflowCallback):
+        def on_epoch_end(self, epoch, logs=None):
+            renamed = {(f"val/{k[4:]}" if k.startswith("val_") else f"train/{k}"): v for k, v in (logs or {}).items()}
+            super().on_epoch_end(epoch, renamed)
+
+        def on_test_end(self, logs=None):  # the epoch's val/* already hold these (MLflow logs validation_*)
+            return None
+
+    return _Namespaced()

@@ -46,12 +46,14 @@ def test_run_holds_params_metrics_inputs_pictures_and_model(flow_result):
     mlflow.set_tracking_uri(uri)
     run = mlflow.get_run(result.run_id)
     assert run.data.params["architecture"] == "tiny_cnn" and run.data.params["epochs"] == "4"
-    assert {"test_accuracy", "test_macro_f1", "train_seconds", "best_val_accuracy", "parity_argmax_agreement",
-            "int8_accuracy_loss_points"} <= set(run.data.metrics)
+    assert {"test/accuracy", "test/macro_f1", "train/seconds", "val/best_accuracy", "parity/argmax_agreement",
+            "int8/accuracy_loss_points", "data/train_near_duplicate_rate", "test/f1/A"} <= set(run.data.metrics)
+    namespaces = {name.split("/")[0] for name in run.data.metrics}
+    assert namespaces <= {"train", "val", "test", "data", "parity", "int8", "robust", "model"}, namespaces
     client = mlflow.MlflowClient()
-    per_epoch = client.get_metric_history(run.info.run_id, "val_accuracy")
-    assert len(per_epoch) == run.data.metrics["epochs_run"] and [m.step for m in per_epoch][0] == 0
-    assert len(client.get_metric_history(run.info.run_id, "loss")) == len(per_epoch)
+    per_epoch = client.get_metric_history(run.info.run_id, "val/accuracy")
+    assert len(per_epoch) == run.data.metrics["train/epochs_run"] and [m.step for m in per_epoch][0] == 0
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == len(per_epoch)
     contexts = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
     assert set(contexts) == {"training", "evaluation"}
     assert run.data.tags["train_sha256"].startswith(contexts["training"].digest)
@@ -131,7 +133,7 @@ def test_defective_data_stops_the_flow_before_training(tmp_path, synthetic_files
         training_flow(train=str(bad), test=str(synthetic_files[1]), preset="smoke", home=str(tmp_path))
     runs = mlflow.search_runs(experiment_names=["sign-language-mnist"], output_format="list")
     assert len(runs) == 1 and runs[0].info.status == "FAILED"
-    assert "train_seconds" not in runs[0].data.metrics
+    assert "train/seconds" not in runs[0].data.metrics
     assert version_by_alias(ONNX_MODEL, "challenger") is None
 
 

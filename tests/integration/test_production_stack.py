@@ -151,7 +151,7 @@ def test_training_run_and_champion_live_on_the_servers(trained, servers):
     client = MlflowClient(tracking_uri=servers["mlflow"], registry_uri=servers["mlflow"])
     champion = client.get_model_version_by_alias("sign-mnist-onnx", "champion")
     run = client.get_run(champion.run_id)
-    assert run.info.status == "FINISHED" and run.data.metrics["test_accuracy"] > 0.3
+    assert run.info.status == "FINISHED" and run.data.metrics["test/accuracy"] > 0.3
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # proxied by the server
     names = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/confusion_matrix.png" in names

@@ -8,13 +8,16 @@ import pandas as pd
 from sign_model.evaluate import confusion_matrix, evaluate_model, save_evaluation_outputs, summarize
 
 
-def test_summary_from_a_known_confusion_matrix():
+def test_summary_of_known_predictions():
     true = np.array([0, 0, 1, 1, 2])
     pred = np.array([0, 1, 1, 1, 2])
-    overall, per_class = summarize(confusion_matrix(true, pred))
+    matrix = confusion_matrix(true, pred)
+    assert matrix.shape == (24, 24) and matrix[0, 1] == 1 and matrix[1, 1] == 2 and matrix.sum() == 5
+    overall, per_class = summarize(true, pred)
     assert overall["accuracy"] == 0.8 and overall["errors"] == 1
     assert per_class["A"]["recall"] == 0.5 and per_class["B"]["precision"] == 2 / 3
-    assert per_class["C"]["f1"] == 1.0
+    assert per_class["C"]["f1"] == 1.0 and per_class["A"]["correct"] == 1 and per_class["A"]["incorrect"] == 1
+    assert per_class["D"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0, "correct": 0, "incorrect": 0}
     # macro-F1 averages only classes present in the data
     assert overall["macro_f1"] == np.mean([2 / 3, 0.8, 1.0])
 
