@@ -52,6 +52,11 @@ def name_this_flow_run(name: str) -> dict[str, str]:
     return {"prefect.flow_run_id": str(run_id), "prefect.flow_run_url": f"{base}/runs/flow-run/{run_id}" if base else ""}
 
 
+def _markdown_cell(text: str) -> str:
+    """A bare | would end the table cell (e.g. in "max |dp|")."""
+    return text.replace("|", "\\|")
+
+
 def publish_result(result: TrainingResult, mlflow_url: str) -> None:
     """The run's story in the Prefect UI: a markdown result table with the gate's reasons and links."""
     from prefect.artifacts import create_link_artifact, create_markdown_artifact
@@ -59,7 +64,7 @@ def publish_result(result: TrainingResult, mlflow_url: str) -> None:
     from sign_model.render import result_rows
 
     rows = [*result_rows(result), ("MLflow run", f"[{result.run_id}]({mlflow_url})")]
-    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    table = "\n".join(f"| {k} | {_markdown_cell(v)} |" for k, v in rows)
     reasons = "\n".join(f"- {reason}" for reason in result.promotion.reasons)
     create_markdown_artifact(f"## {result.run_name}\n\n| | |\n|---|---|\n{table}\n\n### Promotion gate\n\n{reasons}\n",
                              key="training-result", description="Result of this training run and the gate's decision.")
@@ -145,9 +150,7 @@ def training_flow(train: str | None = None, test: str | None = None, preset: str
     logger.info("train: grouped-validation accuracy %.4f in %.0f s", trained.val_accuracy, trained.train_seconds)
     evaluated = evaluate_model(run_id, files, trained, str(out / "evaluation"))
     logger.info("evaluate: test accuracy %.4f, macro-F1 %.4f", evaluated.test_accuracy, evaluated.test_macro_f1)
-    robustness = check_robustness(run_id, files, trained, str(out / "robustness"))
-    logger.info("robustness: moderate mean %.4f, worst %s %.4f", robustness.mean, robustness.worst_kind,
-                robustness.worst)
+    robustness = check_robustness(run_id, files, trained, str(out / "robustness"))  # logs its own summary line
     exported = export_model(run_id, files, trained, str(out / "onnx"), int8)
     logger.info("export: ONNX parity %s", "passed" if exported.parity.passed else "FAILED")
     record = RunRecord(run_id, str(out), files, trained, evaluated, exported, robustness)

@@ -65,6 +65,9 @@ def _log_to_console(verbose: bool) -> None:
 
     from rich.logging import RichHandler
 
+    from sign_model.quiet import library_logs_to_prefect_runs
+
+    library_logs_to_prefect_runs()  # before anything imports Prefect
     for name in ("sign_model", "serving"):
         logger = logging.getLogger(name)
         handler = next((h for h in logger.handlers if isinstance(h, RichHandler)), None)

@@ -173,8 +173,8 @@ def evaluate_step(run_id: str, files: DataFiles, trained: Trained, out_dir: Path
     with tracking.resume_run(run_id):
         tracking.log_dataset(test.images, test.labels, files.test, test.digest, "test", "evaluation")
         mlflow.log_metrics(evaluation.metrics())
-        for path in outputs.values():
-            mlflow.log_artifact(str(path), "evaluation")
+        for path in outputs.values():  # pictures at the run's root: MLflow's compare view shows root files only
+            mlflow.log_artifact(str(path), None if path.suffix == ".png" else "evaluation")
         tracking.log_json(summary, "evaluation/metrics.json")
         mlflow.set_tag("test_accuracy", f"{evaluation.overall['accuracy']:.6f}")
     overall = evaluation.overall
@@ -199,7 +199,7 @@ def robustness_step(run_id: str, files: DataFiles, trained: Trained, out_dir: Pa
     with tracking.resume_run(run_id):
         mlflow.log_metrics(report.metrics())
         mlflow.log_artifact(str(table), "robustness")
-        mlflow.log_figure(figure, "robustness/heatmap.png")
+        mlflow.log_figure(figure, "robustness_heatmap.png")  # root: the compare view lines it up across runs
         tracking.log_json(report.to_dict(), "robustness/report.json")
         mlflow.set_tags({"robust_mean": f"{report.mean:.6f}", "robust_worst": f"{report.worst:.6f}",
                          "robust_worst_kind": report.worst_kind})
@@ -268,7 +268,7 @@ def _log_onnx_model(path: Path, name: str, example: np.ndarray) -> str:
     x = example[..., None].astype(np.float32)
     signature = infer_signature(x, onnx_probabilities(path, example))
     info = mlflow.onnx.log_model(onnx.load(str(path)), name=name, signature=signature, save_as_external_data=False,
-                                 input_example=x,
+                                 input_example=x, onnx_execution_providers=["CPUExecutionProvider"],
                                  pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"])
     return info.model_uri
 

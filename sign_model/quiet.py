@@ -75,3 +75,20 @@ def prefect_console_without_tracebacks() -> None:
             continue
         if not any(isinstance(f, _NoTraceback) for f in handler.filters):
             handler.addFilter(_NoTraceback())
+
+
+LIBRARY_LOGGERS = ("sign_model", "serving")
+
+
+def library_logs_to_prefect_runs() -> None:
+    """The library's own log messages also go to the Prefect run log: our loggers are Prefect
+    "extra loggers" (its API handler only, so the console shows nothing twice) at INFO. Must run
+    before Prefect sets up logging (before `import prefect`); a value the operator set wins."""
+    import logging
+
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", ",".join(LIBRARY_LOGGERS))
+    # library calls outside any run (e.g. `sign-mlops promote`) are not errors of a missing run
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+    for name in LIBRARY_LOGGERS:
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(logging.INFO)
