@@ -45,6 +45,8 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     "bn_cnn16-no-mirror": ("bn_cnn16", {"mirror": 0.0}),
     "slim_cnn": ("slim_cnn", {}),
     "sep_cnn": ("sep_cnn", {}),
+    "sym_cnn": ("sym_cnn", {"mirror": 0.0}),  # mirror-invariant by construction: no mirror augmentation
+    "sym_cnn-tail": ("sym_cnn", {"mirror": 0.0, "augment_tail": 0.3}),
     "tiny_cnn": ("tiny_cnn", {"dropout": 0.1}),
 }
 

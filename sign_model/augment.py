@@ -11,6 +11,8 @@ images stay common (clean accuracy is not traded away):
   contrast, gamma, blur, a textured background at the border, Gaussian sensor noise (sigma up
   to `noise_std`) and salt-and-pepper is applied to a random part of those; the rest stays clean;
 - a square occlusion patch with probability `occlusion`.
+For the last `augment_tail` share of the epochs both shares drop to a third
+(`augmentation_schedule`): clean accuracy recovers in the low-learning-rate tail.
 The strengths reach past the robustness suite's moderate severity (`sign_model.robustness`).
 """
 
@@ -33,10 +35,14 @@ def _radial_border_weight() -> np.ndarray:
     return np.clip((radius - 0.25) / 0.5, 0, 1).astype(np.float32)[None, :, :, None]
 
 
-def photometric_augmenter(mirror: float, noise_std: float, photometric: float, occlusion: float):
-    """A function (B, 28, 28, 1) float32 0-255 -> same shape, whole pixels, for tf.data.map."""
+def photometric_augmenter(mirror: float, noise_std: float, photometric: float, occlusion: float, strength=None):
+    """A function (B, 28, 28, 1) float32 0-255 -> same shape, whole pixels, for tf.data.map.
+
+    `strength` (a tf.Variable, 1.0 by default) scales the shifted share and the occlusion
+    chance while training runs (`augmentation_schedule` lowers it for the last epochs)."""
     import tensorflow as tf
 
+    scale = strength if strength is not None else tf.constant(1.0)
     blur_kernel = tf.constant(_gaussian_kernel(1.2))
     border = tf.constant(_radial_border_weight())
     max_gamma = math.log(2.8)
@@ -52,7 +58,7 @@ def photometric_augmenter(mirror: float, noise_std: float, photometric: float, o
 
         if mirror > 0:
             x = tf.where(chance(mirror), tf.reverse(x, axis=[2]), x)
-        shifted = chance(photometric)  # the rest of the batch stays clean
+        shifted = chance(photometric * scale)  # the rest of the batch stays clean
 
         def some(p: float = 0.35):
             return shifted & chance(p)
@@ -77,7 +83,7 @@ def photometric_augmenter(mirror: float, noise_std: float, photometric: float, o
             rows = tf.reshape(tf.range(28, dtype=tf.float32), [1, 28, 1, 1])
             cols = tf.reshape(tf.range(28, dtype=tf.float32), [1, 1, 28, 1])
             inside = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
-            x = tf.where(chance(occlusion) & inside, uniform(0.0, 255.0), x)
+            x = tf.where(chance(occlusion * scale) & inside, uniform(0.0, 255.0), x)
         if noise_std > 0:
             x = tf.where(some(0.4), x + uniform(0.0, noise_std) * tf.random.normal(tf.shape(x)), x)
             hit = tf.random.uniform(tf.shape(x)) < uniform(0.0, 0.08)
@@ -86,3 +92,18 @@ def photometric_augmenter(mirror: float, noise_std: float, photometric: float, o
         return tf.clip_by_value(tf.round(x), 0.0, 255.0)
 
     return augment
+
+
+def augmentation_schedule(strength, epochs: int, tail: float, tail_strength: float = 1 / 3):
+    """Keras callback: full-strength photometric/occlusion augmentation, then `tail_strength` of
+    it for the last `tail` share of the epochs (the low-learning-rate end of the schedule), so
+    clean accuracy recovers while the robustness learnt earlier stays."""
+    import keras
+
+    first_tail_epoch = epochs - int(round(tail * epochs))
+
+    class _Schedule(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs=None) -> None:
+            strength.assign(tail_strength if epoch >= first_tail_epoch else 1.0)
+
+    return _Schedule()

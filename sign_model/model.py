@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import keras
+import numpy as np
 from keras import layers
 
 from sign_model.labels import NUM_CLASSES
@@ -99,6 +100,51 @@ def build_sep_cnn(dropout: float = 0.2) -> keras.Model:
     return keras.Model(inputs, outputs, name="sep_cnn")
 
 
+def _mirror_lr(name: str) -> keras.Sequential:
+    """A left-right mirror as built-in layers: a fixed (non-trainable) 28x28 permutation applied
+    along the image width, so the saved model needs no custom code and ONNX gets one MatMul."""
+    flip = layers.Dense(28, use_bias=False, trainable=False, name=f"{name}_permutation")
+    mirror = keras.Sequential([layers.Reshape((28, 28)), flip, layers.Reshape((28, 28, 1))], name=name)
+    mirror.build((None, 28, 28, 1))
+    flip.set_weights([np.eye(28, dtype="float32")[::-1]])
+    return mirror
+
+
+def build_mirror_symmetric(trunk_builder: Callable[..., keras.Model], name: str, dropout: float) -> keras.Model:
+    """Exactly mirror-invariant by construction: the trunk's logits on the image and on its
+    mirror image are averaged before the softmax (a left-handed signer gets the same answer).
+    The trunk can stay specialised on one hand, so no capacity goes into learning both; the
+    cost is two trunk passes."""
+    trunk = trunk_builder(dropout=dropout)
+    inputs, x = _inputs()
+    logits_fn = keras.Model(trunk.inputs, trunk.get_layer("logits").output, name=f"{name}_trunk")
+    mirrored = _mirror_lr("mirror")(inputs)
+    mirrored = layers.Rescaling(1.0 / 255, name="rescale_mirror")(mirrored)
+    averaged = layers.Average(name="mean_logits")([logits_fn(x), logits_fn(mirrored)])
+    outputs = layers.Activation("softmax", name="probabilities")(averaged)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _logits_trunk(width: int, dropout: float, name: str) -> keras.Model:
+    """bn_cnn's blocks at a given width, taking 0-1 pixels, ending in a `logits` layer."""
+    inputs = keras.Input(shape=INPUT_SHAPE, dtype="float32")
+    x = _conv_bn(inputs, width, "b1a")
+    x = _conv_bn(x, width, "b1b")
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    x = _conv_bn(x, 2 * width, "b2a")
+    x = _conv_bn(x, 2 * width, "b2b")
+    x = layers.MaxPooling2D(2, name="pool2")(x)
+    x = _conv_bn(x, 4 * width, "b3")
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout)(x)
+    return keras.Model(inputs, layers.Dense(NUM_CLASSES, name="logits")(x), name=name)
+
+
+def build_sym_cnn(dropout: float = 0.3) -> keras.Model:
+    """Mirror-symmetric bn_cnn at width 11 (two passes of ~2.6 M): ~5.3 M multiply-adds per image."""
+    return build_mirror_symmetric(lambda dropout: _logits_trunk(11, dropout, "bn11"), "sym_cnn", dropout)
+
+
 def build_tiny_cnn(dropout: float = 0.1) -> keras.Model:
     """A few-thousand-parameter CNN for smoke tests and CI."""
     inputs, x = _inputs()
@@ -118,6 +164,7 @@ ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
     "bn_cnn16": build_bn_cnn16,
     "slim_cnn": build_slim_cnn,
     "sep_cnn": build_sep_cnn,
+    "sym_cnn": build_sym_cnn,
     "tiny_cnn": build_tiny_cnn,
 }
 

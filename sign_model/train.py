@@ -82,7 +82,8 @@ def _datasets(images: np.ndarray, targets: np.ndarray, train_idx: np.ndarray, va
 
     augmenter = build_augmenter(config.rotation_deg, (config.width_shift, config.height_shift),
                                 config.zoom, config.contrast, config.seed)
-    photometric = photometric_augmenter(config.mirror, config.noise_std, config.photometric, config.occlusion)
+    strength = tf.Variable(1.0, trainable=False, dtype=tf.float32)
+    photometric = photometric_augmenter(config.mirror, config.noise_std, config.photometric, config.occlusion, strength)
     x = images[..., None].astype(np.float32)
     y = np.eye(NUM_CLASSES, dtype=np.float32)[targets]
     train = (tf.data.Dataset.from_tensor_slices((x[train_idx], y[train_idx]))
@@ -91,7 +92,7 @@ def _datasets(images: np.ndarray, targets: np.ndarray, train_idx: np.ndarray, va
              .map(lambda a, b: (photometric(augmenter(a, training=True)), b), num_parallel_calls=tf.data.AUTOTUNE)
              .prefetch(tf.data.AUTOTUNE))
     val = tf.data.Dataset.from_tensor_slices((x[val_idx], y[val_idx])).batch(512).prefetch(tf.data.AUTOTUNE)
-    return train, val
+    return train, val, strength
 
 
 def epoch_progress(total_epochs: int, emit=print):
@@ -120,6 +121,7 @@ def train_model(dataset: SignDataset, config: TrainConfig, callbacks: list | Non
     """Train on the grouped-split training part; keep the weights of the best validation epoch."""
     import keras
 
+    from sign_model.augment import augmentation_schedule
     from sign_model.model import build_model
     from sign_model.split import grouped_split
 
@@ -127,7 +129,7 @@ def train_model(dataset: SignDataset, config: TrainConfig, callbacks: list | Non
     targets = to_indices(dataset.labels)
     train_idx, val_idx = grouped_split(dataset.images, dataset.labels, config.val_fraction, config.seed)
     log.info("grouped split: %d train rows, %d validation rows", len(train_idx), len(val_idx))
-    train_ds, val_ds = _datasets(dataset.images, targets, train_idx, val_idx, config)
+    train_ds, val_ds, strength = _datasets(dataset.images, targets, train_idx, val_idx, config)
     model = build_model(config.architecture, config.dropout)
     steps = int(np.ceil(len(train_idx) / config.batch_size))
     model.compile(
@@ -144,7 +146,8 @@ def train_model(dataset: SignDataset, config: TrainConfig, callbacks: list | Non
                                             start_from_epoch=int(config.epochs * config.select_from_fraction))
     start = time.perf_counter()
     fit = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, verbose=0,
-                    callbacks=[stopper, *(callbacks or [])])
+                    callbacks=[stopper, augmentation_schedule(strength, config.epochs, config.augment_tail),
+                               *(callbacks or [])])
     seconds = time.perf_counter() - start
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     best = int(stopper.best_epoch)

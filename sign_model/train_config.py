@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-ARCHITECTURE_NAMES = ("bn_cnn", "bn_cnn16", "seed_cnn", "sep_cnn", "slim_cnn", "tiny_cnn")  # sign_model.model.ARCHITECTURES (a test keeps them equal)
+ARCHITECTURE_NAMES = ("bn_cnn", "bn_cnn16", "seed_cnn", "sep_cnn", "slim_cnn", "sym_cnn", "tiny_cnn")  # sign_model.model.ARCHITECTURES (a test keeps them equal)
 
 
 class ConfigError(ValueError):
@@ -44,6 +44,7 @@ class TrainConfig:
     photometric: float = 0.5  # share of images given exposure/contrast/gamma/blur/background/noise changes
     occlusion: float = 0.15  # chance of a square patch over part of the image
     noise_std: float = 30.0  # largest sensor-noise sigma (0-255 scale); 0 turns noise off
+    augment_tail: float = 0.0  # last share of epochs with a third of the photometric/occlusion augmentation
     val_fraction: float = 0.1
     early_stopping_patience: int = 4
     select_from_fraction: float = 0.6  # model selection/early stopping only in the low-LR tail
@@ -80,6 +81,7 @@ def _range_problems(c: TrainConfig) -> list[str]:
         (all(0 <= v <= 1 for v in (c.mirror, c.photometric, c.occlusion)),
          "mirror, photometric and occlusion must be in [0, 1]"),
         (0 <= c.noise_std <= 128, "noise_std must be in [0, 128]"),
+        (0 <= c.augment_tail < 1, "augment_tail must be in [0, 1)"),
         (0 < c.val_fraction < 0.5, "val_fraction must be in (0, 0.5)"),
         (c.early_stopping_patience >= 1, "early_stopping_patience must be >= 1"),
         (0 <= c.select_from_fraction < 1, "select_from_fraction must be in [0, 1)"),

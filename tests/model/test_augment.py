@@ -28,3 +28,25 @@ def test_everything_on_gives_whole_pixels_in_range_and_varied_images(synthetic_d
     assert np.array_equal(out, np.round(out))
     changed = np.abs(out - x).reshape(len(x), -1).mean(axis=1) > 0.5
     assert changed.mean() > 0.9
+
+
+def test_schedule_lowers_augmentation_for_the_tail_epochs_only():
+    import tensorflow as tf
+
+    from sign_model.augment import augmentation_schedule
+
+    strength = tf.Variable(1.0)
+    schedule = augmentation_schedule(strength, epochs=10, tail=0.3)
+    seen = []
+    for epoch in range(10):
+        schedule.on_epoch_begin(epoch)
+        seen.append(round(float(strength.numpy()), 4))
+    assert seen == [1.0] * 7 + [0.3333] * 3
+
+
+def test_strength_zero_leaves_the_shifted_share_clean(synthetic_datasets):
+    import tensorflow as tf
+
+    x = _batch(synthetic_datasets[0].images)
+    off = photometric_augmenter(0.0, 0.0, 1.0, 1.0, tf.Variable(0.0))
+    assert np.array_equal(np.asarray(off(x)), x)
