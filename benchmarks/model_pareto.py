@@ -40,7 +40,7 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     "bn_cnn-previous": ("bn_cnn", {"mirror": 0.0, "photometric": 0.0, "occlusion": 0.0, "noise_std": 0.0}),
     "bn_cnn-robust": ("bn_cnn", {}),
     "bn_cnn16": ("bn_cnn16", {}),
-    "bn_cnn16-mild": ("bn_cnn16", {"photometric": 0.35, "occlusion": 0.1, "noise_std": 25.0}),
+    "bn_cnn16-tail": ("bn_cnn16", {"augment_tail": 0.3}),
     "bn_cnn16-mirror-only": ("bn_cnn16", {"photometric": 0.0, "occlusion": 0.0, "noise_std": 0.0}),
     "bn_cnn16-no-mirror": ("bn_cnn16", {"mirror": 0.0}),
     "slim_cnn": ("slim_cnn", {}),
