@@ -22,6 +22,8 @@ Everything runs in this one process on this machine, so the rows compare side by
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -35,15 +37,27 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import print_table, real_or_synthetic_csv  # noqa: E402
 
+KEEP_DIR = Path(os.environ["PARETO_KEEP"]) if os.environ.get("PARETO_KEEP") else None  # keep the fp32 ONNX files here
+
 # name -> (architecture, config overrides); "previous default" is the champion recipe before #13
 CANDIDATES: dict[str, tuple[str, dict]] = {
     "bn_cnn-previous": ("bn_cnn", {"mirror": 0.0, "photometric": 0.0, "occlusion": 0.0, "noise_std": 0.0}),
     "bn_cnn-robust": ("bn_cnn", {}),
+    "bn_cnn-light": ("bn_cnn", {"mirror": 0.0, "photometric": 0.3, "occlusion": 0.1, "noise_std": 20.0,
+                                "augment_tail": 0.3}),
     "bn_cnn16": ("bn_cnn16", {}),
     "bn_cnn16-tail": ("bn_cnn16", {"augment_tail": 0.3}),
     "bn_cnn16-mirror-only": ("bn_cnn16", {"photometric": 0.0, "occlusion": 0.0, "noise_std": 0.0}),
     "bn_cnn16-no-mirror": ("bn_cnn16", {"mirror": 0.0}),
     "slim_cnn": ("slim_cnn", {}),
+    "seed_cnn-robust": ("seed_cnn", {"dropout": 0.3}),
+    "seed_cnn-no-mirror": ("seed_cnn", {"dropout": 0.3, "mirror": 0.0}),
+    "seed_cnn-previous": ("seed_cnn", {"dropout": 0.3, "mirror": 0.0, "photometric": 0.0, "occlusion": 0.0, "noise_std": 0.0}),
+    "seed_cnn-light": ("seed_cnn", {"dropout": 0.3, "mirror": 0.0, "photometric": 0.3, "occlusion": 0.1,
+                                    "noise_std": 20.0, "augment_tail": 0.3}),
+    "bn_cnn16-previous": ("bn_cnn16", {"mirror": 0.0, "photometric": 0.0, "occlusion": 0.0, "noise_std": 0.0}),
+    "bn_cnn16-light": ("bn_cnn16", {"mirror": 0.0, "photometric": 0.3, "occlusion": 0.1, "noise_std": 20.0,
+                                    "augment_tail": 0.3}),
     "sep_cnn": ("sep_cnn", {}),
     "sym_cnn": ("sym_cnn", {"mirror": 0.0}),  # mirror-invariant by construction: no mirror augmentation
     "sym_cnn-tail": ("sym_cnn", {"mirror": 0.0, "augment_tail": 0.3}),
@@ -58,6 +72,7 @@ class Trial:
     robust_mean: float
     robust_worst: float
     worst_kind: str
+    moderate: dict
     macs: int
     params: int
     fp32_rows_s: float
@@ -100,8 +115,11 @@ def run_trial(name: str, seed: int, dataset, holdout, csv_path: Path, workdir: P
     rng = np.random.default_rng(0)
     calibration = dataset.images[rng.choice(len(dataset), 1024, replace=False)]
     int8 = export.quantize_int8(fp32, out / "model.int8.onnx", calibration, export.model_metadata(None, None))
+    if KEEP_DIR:
+        KEEP_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copy(fp32, KEEP_DIR / f"{name}-{seed}.onnx")
     return Trial(result.train_seconds, float((probs.argmax(1) == holdout_true).mean()), report.mean, report.worst,
-                 report.worst_kind, export.onnx_macs(fp32), int(result.model.count_params()),
+                 report.worst_kind, {k: round(v, 4) for k, v in report.at().items()}, export.onnx_macs(fp32), int(result.model.count_params()),
                  scorer_rows_per_second(csv_path, fp32, out), scorer_rows_per_second(csv_path, int8, out))
 
 
