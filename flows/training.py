@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger, task
 
 from sign_model import pipeline
 from sign_model.config import Paths, default_paths
-from sign_model.registry import GatePolicy
+from sign_model.gate import GatePolicy
 from sign_model.results import (DataFiles, Evaluated, Exported, Promotion, Registered, Robustness, RunRecord, Trained,
                                 TrainingResult, Validated)
 from sign_model.tracking import run_ui_url
@@ -117,9 +117,11 @@ def promote_challenger(policy: GatePolicy) -> Promotion:
 @flow(name="sign-mnist-training", log_prints=True)
 def training_flow(train: str | None = None, test: str | None = None, preset: str = "default",
                   overrides: dict | None = None, experiment: str = "sign-language-mnist",
-                  accuracy_floor: float = 0.90, tolerance: float = 0.002, int8: bool = True,
-                  home: str | None = None, force: bool = True, robust_mean_floor: float = 0.85,
-                  robust_worst_floor: float = 0.60, robust_tolerance: float = 0.01) -> TrainingResult:
+                  accuracy_floor: float = GatePolicy.accuracy_floor, tolerance: float = GatePolicy.tolerance,
+                  int8: bool = True, home: str | None = None, force: bool = True,
+                  robust_mean_floor: float = GatePolicy.robust_mean_floor,
+                  robust_worst_floor: float = GatePolicy.robust_worst_floor,
+                  robust_tolerance: float = GatePolicy.robust_tolerance) -> TrainingResult:
     """Validate, explore, train, evaluate, export, register and promote one model.
 
     `overrides` holds only the config keys a user set; they are laid over `preset` once.

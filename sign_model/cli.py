@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from sign_model import render
+from sign_model.gate import GatePolicy  # light: only the gate's defaults, shown in --help
 
 # Quieter defaults; an explicit setting in the environment wins.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -194,11 +195,11 @@ def train(
     preset: Annotated[Preset, typer.Option(help="Config preset.")] = Preset.default,
     config: Annotated[Optional[Path], typer.Option(help="JSON/YAML file of config overrides on top of the preset (only the keys it sets).")] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "sign-language-mnist",
-    accuracy_floor: AccuracyFloor = 0.90,
-    tolerance: Tolerance = 0.002,
-    robust_mean_floor: RobustMeanFloor = 0.85,
-    robust_worst_floor: RobustWorstFloor = 0.60,
-    robust_tolerance: RobustTolerance = 0.01,
+    accuracy_floor: AccuracyFloor = GatePolicy.accuracy_floor,
+    tolerance: Tolerance = GatePolicy.tolerance,
+    robust_mean_floor: RobustMeanFloor = GatePolicy.robust_mean_floor,
+    robust_worst_floor: RobustWorstFloor = GatePolicy.robust_worst_floor,
+    robust_tolerance: RobustTolerance = GatePolicy.robust_tolerance,
     int8: Annotated[bool, typer.Option(help="Also build and judge an INT8 ONNX variant.")] = True,
     skip_if_unchanged: Annotated[bool, typer.Option(help="Skip when data digest and config equal the champion's.")] = False,
 ) -> None:
@@ -255,11 +256,11 @@ def train(
 @app.command("register")
 def register(
     from_dir: Annotated[Path, typer.Option("--from", help="A run's folder, outputs/runs/<run id>, whose registration failed.")],
-    accuracy_floor: AccuracyFloor = 0.90,
-    tolerance: Tolerance = 0.002,
-    robust_mean_floor: RobustMeanFloor = 0.85,
-    robust_worst_floor: RobustWorstFloor = 0.60,
-    robust_tolerance: RobustTolerance = 0.01,
+    accuracy_floor: AccuracyFloor = GatePolicy.accuracy_floor,
+    tolerance: Tolerance = GatePolicy.tolerance,
+    robust_mean_floor: RobustMeanFloor = GatePolicy.robust_mean_floor,
+    robust_worst_floor: RobustWorstFloor = GatePolicy.robust_worst_floor,
+    robust_tolerance: RobustTolerance = GatePolicy.robust_tolerance,
 ) -> None:
     """Finish a failed registration without retraining: register the run's Keras, ONNX and INT8
     models (versions already registered for the run are reused), then run the promotion gate.
@@ -290,11 +291,11 @@ def register(
 
 @app.command("promote")
 def promote(
-    accuracy_floor: AccuracyFloor = 0.90,
-    tolerance: Tolerance = 0.002,
-    robust_mean_floor: RobustMeanFloor = 0.85,
-    robust_worst_floor: RobustWorstFloor = 0.60,
-    robust_tolerance: RobustTolerance = 0.01,
+    accuracy_floor: AccuracyFloor = GatePolicy.accuracy_floor,
+    tolerance: Tolerance = GatePolicy.tolerance,
+    robust_mean_floor: RobustMeanFloor = GatePolicy.robust_mean_floor,
+    robust_worst_floor: RobustWorstFloor = GatePolicy.robust_worst_floor,
+    robust_tolerance: RobustTolerance = GatePolicy.robust_tolerance,
     force: Annotated[bool, typer.Option(help="Promote even if the gate fails (needs --why).")] = False,
     why: Annotated[Optional[str], typer.Option(help="Reason for a forced promotion (recorded).")] = None,
 ) -> None:

@@ -42,9 +42,8 @@ def _conv_bn(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
-def build_bn_cnn(dropout: float = 0.3, width: int = 32, name: str = "bn_cnn") -> keras.Model:
-    """Batch-norm conv blocks (32-32 / 64-64 / 128), global pooling (~140 k params)."""
-    inputs, x = _inputs()
+def _bn_blocks(x: keras.KerasTensor, width: int, dropout: float) -> keras.KerasTensor:
+    """bn_cnn's feature extractor: conv blocks width-width / 2w-2w / 4w, global pooling, dropout."""
     x = _conv_bn(x, width, "b1a")
     x = _conv_bn(x, width, "b1b")
     x = layers.MaxPooling2D(2, name="pool1")(x)
@@ -53,8 +52,13 @@ def build_bn_cnn(dropout: float = 0.3, width: int = 32, name: str = "bn_cnn") ->
     x = layers.MaxPooling2D(2, name="pool2")(x)
     x = _conv_bn(x, 4 * width, "b3")
     x = layers.GlobalAveragePooling2D(name="gap")(x)
-    x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
+    return layers.Dropout(dropout)(x)
+
+
+def build_bn_cnn(dropout: float = 0.3, width: int = 32, name: str = "bn_cnn") -> keras.Model:
+    """Batch-norm conv blocks (32-32 / 64-64 / 128), global pooling (~140 k params)."""
+    inputs, x = _inputs()
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(_bn_blocks(x, width, dropout))
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -128,16 +132,7 @@ def build_mirror_symmetric(trunk_builder: Callable[..., keras.Model], name: str,
 def _logits_trunk(width: int, dropout: float, name: str) -> keras.Model:
     """bn_cnn's blocks at a given width, taking 0-1 pixels, ending in a `logits` layer."""
     inputs = keras.Input(shape=INPUT_SHAPE, dtype="float32")
-    x = _conv_bn(inputs, width, "b1a")
-    x = _conv_bn(x, width, "b1b")
-    x = layers.MaxPooling2D(2, name="pool1")(x)
-    x = _conv_bn(x, 2 * width, "b2a")
-    x = _conv_bn(x, 2 * width, "b2b")
-    x = layers.MaxPooling2D(2, name="pool2")(x)
-    x = _conv_bn(x, 4 * width, "b3")
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
-    x = layers.Dropout(dropout)(x)
-    return keras.Model(inputs, layers.Dense(NUM_CLASSES, name="logits")(x), name=name)
+    return keras.Model(inputs, layers.Dense(NUM_CLASSES, name="logits")(_bn_blocks(inputs, width, dropout)), name=name)
 
 
 def build_sym_cnn(dropout: float = 0.3) -> keras.Model:

@@ -20,6 +20,8 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from sign_model.gate import GatePolicy  # noqa: F401  (re-exported: registry.GatePolicy)
+
 log = logging.getLogger(__name__)
 
 KERAS_MODEL = "sign-mnist-keras"
@@ -98,17 +100,6 @@ def version_by_alias(name: str, alias: str) -> ModelVersion | None:
         return MlflowClient().get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
-
-
-@dataclass(frozen=True)
-class GatePolicy:
-    accuracy_floor: float = 0.90
-    tolerance: float = 0.002  # a challenger may be this much below the champion and still win
-    # robustness suite at the moderate severity (sign_model.robustness): floors and the allowed
-    # drop against the champion, for the mean over kinds and for the worst kind
-    robust_mean_floor: float = 0.85
-    robust_worst_floor: float = 0.60
-    robust_tolerance: float = 0.01
 
 
 @dataclass
