@@ -153,8 +153,8 @@ def test_training_run_and_champion_live_on_the_servers(trained, servers):
     run = client.get_run(champion.run_id)
     assert run.info.status == "FINISHED" and run.data.metrics["test/accuracy"] > 0.3
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # proxied by the server
-    names = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
-    assert "evaluation/confusion_matrix.png" in names
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "confusion_matrix.png" in names and "robustness_heatmap.png" in names
     assert (servers["work"] / "artifacts").exists()
     runs = _prefect_post(servers, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}})
     assert any(r["name"] and r["state_type"] == "COMPLETED" for r in runs)
