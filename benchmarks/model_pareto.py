@@ -39,30 +39,21 @@ from benchmarks.common import print_table, real_or_synthetic_csv  # noqa: E402
 
 KEEP_DIR = Path(os.environ["PARETO_KEEP"]) if os.environ.get("PARETO_KEEP") else None  # keep the fp32 ONNX files here
 
-# name -> (architecture, config overrides); "previous default" is the champion recipe before #13
-CANDIDATES: dict[str, tuple[str, dict]] = {
-    "bn_cnn-previous": ("bn_cnn", {"mirror": 0.0, "photometric": 0.0, "occlusion": 0.0, "noise_std": 0.0}),
-    "bn_cnn-robust": ("bn_cnn", {}),
-    "bn_cnn-light": ("bn_cnn", {"mirror": 0.0, "photometric": 0.3, "occlusion": 0.1, "noise_std": 20.0,
-                                "augment_tail": 0.3}),
-    "bn_cnn16": ("bn_cnn16", {}),
-    "bn_cnn16-tail": ("bn_cnn16", {"augment_tail": 0.3}),
-    "bn_cnn16-mirror-only": ("bn_cnn16", {"photometric": 0.0, "occlusion": 0.0, "noise_std": 0.0}),
-    "bn_cnn16-no-mirror": ("bn_cnn16", {"mirror": 0.0}),
-    "slim_cnn": ("slim_cnn", {}),
-    "seed_cnn-robust": ("seed_cnn", {"dropout": 0.3}),
-    "seed_cnn-no-mirror": ("seed_cnn", {"dropout": 0.3, "mirror": 0.0}),
-    "seed_cnn-previous": ("seed_cnn", {"dropout": 0.3, "mirror": 0.0, "photometric": 0.0, "occlusion": 0.0, "noise_std": 0.0}),
-    "seed_cnn-light": ("seed_cnn", {"dropout": 0.3, "mirror": 0.0, "photometric": 0.3, "occlusion": 0.1,
-                                    "noise_std": 20.0, "augment_tail": 0.3}),
-    "bn_cnn16-previous": ("bn_cnn16", {"mirror": 0.0, "photometric": 0.0, "occlusion": 0.0, "noise_std": 0.0}),
-    "bn_cnn16-light": ("bn_cnn16", {"mirror": 0.0, "photometric": 0.3, "occlusion": 0.1, "noise_std": 20.0,
-                                    "augment_tail": 0.3}),
-    "sep_cnn": ("sep_cnn", {}),
-    "sym_cnn": ("sym_cnn", {"mirror": 0.0}),  # mirror-invariant by construction: no mirror augmentation
-    "sym_cnn-tail": ("sym_cnn", {"mirror": 0.0, "augment_tail": 0.3}),
-    "tiny_cnn": ("tiny_cnn", {"dropout": 0.1}),
+# A candidate is an architecture trained with a recipe: "<architecture>/<recipe>".
+RECIPES: dict[str, dict] = {
+    "previous": {},  # the default preset (geometric + contrast augmentation only)
+    "robust": {"mirror": 0.5, "photometric": 0.5, "occlusion": 0.15, "noise_std": 30.0},  # preset robust
+    "camera": {"photometric": 0.3, "occlusion": 0.1, "noise_std": 20.0, "augment_tail": 0.3},  # preset camera
+    "mirror-only": {"mirror": 0.5},
 }
+ARCHITECTURE_OVERRIDES = {"seed_cnn": {"dropout": 0.3}, "tiny_cnn": {"dropout": 0.1}}
+ARCHITECTURES = ("bn_cnn", "bn_cnn16", "slim_cnn", "sep_cnn", "sym_cnn", "seed_cnn", "tiny_cnn")
+CANDIDATES: dict[str, tuple[str, dict]] = {
+    f"{arch}/{recipe}": (arch, {**ARCHITECTURE_OVERRIDES.get(arch, {}), **overrides})
+    for arch in ARCHITECTURES for recipe, overrides in RECIPES.items()
+}
+DEFAULT_CANDIDATES = ["bn_cnn/previous:1", "bn_cnn/camera:1", "bn_cnn/robust:1", "bn_cnn16/previous:1",
+                      "bn_cnn16/robust", "seed_cnn/camera:1", "tiny_cnn/robust:1"]
 
 
 @dataclass
@@ -107,7 +98,7 @@ def run_trial(name: str, seed: int, dataset, holdout, csv_path: Path, workdir: P
     config = resolve_config("default", overrides)
     result = train_model(dataset, config, callbacks=[epoch_progress(config.epochs, lambda line: print(f"  {name}: {line}",
                                                                                                    flush=True))])
-    out = workdir / f"{name}-{seed}"
+    out = workdir / f"{name.replace('/', '-')}-{seed}"
     fp32 = export.keras_to_onnx(result.model, out / "model.onnx", export.model_metadata(None, None))
     holdout_true = to_indices(holdout.labels)
     probs = export.onnx_probabilities(fp32, holdout.images)
@@ -117,7 +108,7 @@ def run_trial(name: str, seed: int, dataset, holdout, csv_path: Path, workdir: P
     int8 = export.quantize_int8(fp32, out / "model.int8.onnx", calibration, export.model_metadata(None, None))
     if KEEP_DIR:
         KEEP_DIR.mkdir(parents=True, exist_ok=True)
-        shutil.copy(fp32, KEEP_DIR / f"{name}-{seed}.onnx")
+        shutil.copy(fp32, KEEP_DIR / f"{name.replace('/', '-')}-{seed}.onnx")
     return Trial(result.train_seconds, float((probs.argmax(1) == holdout_true).mean()), report.mean, report.worst,
                  report.worst_kind, {k: round(v, 4) for k, v in report.at().items()}, export.onnx_macs(fp32), int(result.model.count_params()),
                  scorer_rows_per_second(csv_path, fp32, out), scorer_rows_per_second(csv_path, int8, out))
@@ -125,8 +116,9 @@ def run_trial(name: str, seed: int, dataset, holdout, csv_path: Path, workdir: P
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--candidates", nargs="*", default=list(CANDIDATES),
-                        help=f"names from {list(CANDIDATES)}; name:N runs that one on N seeds")
+    parser.add_argument("--candidates", nargs="*", default=DEFAULT_CANDIDATES,
+                        help=f"<architecture>/<recipe> from {list(ARCHITECTURES)} x {list(RECIPES)}; "
+                             "name:N runs that one on N seeds")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per candidate unless name:N says otherwise")
     parser.add_argument("--epochs", type=int, default=None, help="override every candidate's epochs (quick looks)")
     args = parser.parse_args()

@@ -177,6 +177,8 @@ def data_explore(
 
 class Preset(str, Enum):
     default = "default"
+    robust = "robust"
+    camera = "camera"
     seed = "seed"
     smoke = "smoke"
 

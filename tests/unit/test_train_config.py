@@ -107,3 +107,14 @@ def test_version_and_exit_codes_in_help():
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.startswith("sign-mlops ")
     assert "3 trained" in runner.invoke(app, ["--help"]).output
+
+
+def test_default_keeps_todays_recipe_and_the_robust_presets_say_what_they_add():
+    """#13 measured that robustness costs clean accuracy: the default does not change silently;
+    `camera` adds photometric shifts, `robust` also mirrors for left-handed signers."""
+    default, camera, robust = PRESETS["default"], PRESETS["camera"], PRESETS["robust"]
+    assert (default.mirror, default.photometric, default.occlusion) == (0.0, 0.0, 0.0)
+    assert camera.photometric > 0 and camera.mirror == 0.0
+    assert robust.photometric > 0 and robust.mirror > 0 and robust.occlusion > 0
+    changed = {k for k, v in robust.to_dict().items() if v != default.to_dict()[k]}
+    assert changed == {"mirror", "photometric", "occlusion"}
