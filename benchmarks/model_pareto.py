@@ -101,8 +101,9 @@ def run_trial(name: str, seed: int, dataset, holdout, csv_path: Path, workdir: P
     out = workdir / f"{name.replace('/', '-')}-{seed}"
     fp32 = export.keras_to_onnx(result.model, out / "model.onnx", export.model_metadata(None, None))
     holdout_true = to_indices(holdout.labels)
-    probs = export.onnx_probabilities(fp32, holdout.images)
-    report = robustness_report(lambda x: export.onnx_probabilities(fp32, x), holdout.images, holdout_true, seed=0)
+    predict = export.onnx_predictor(fp32)
+    probs = predict(holdout.images)
+    report = robustness_report(predict, holdout.images, holdout_true, seed=0)
     rng = np.random.default_rng(0)
     calibration = dataset.images[rng.choice(len(dataset), 1024, replace=False)]
     int8 = export.quantize_int8(fp32, out / "model.int8.onnx", calibration, export.model_metadata(None, None))

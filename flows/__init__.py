@@ -7,3 +7,15 @@ before the flows import Prefect; the CLI does it first thing)."""
 from sign_model.quiet import library_logs_to_prefect_runs
 
 library_logs_to_prefect_runs()
+
+
+def rename_flow_run(name: str):
+    """Rename the current Prefect flow run; returns its id (None outside a flow run)."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    if not flow_run.id:
+        return None
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run.id, name=name)
+    return flow_run.id

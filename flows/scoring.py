@@ -13,6 +13,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
+from flows import rename_flow_run
 from serving import distributed
 from serving.inbox import DEFAULT_SETTLE_S, InboxError, InboxResult, score_inbox
 from serving.model import LoadedModel, ModelError, resolve
@@ -179,15 +180,6 @@ def scoring_run_name(files: list[str], model: dict) -> str:
         return f"score-nothing-{version}"
     first = input_stem(Path(files[0]))
     return f"score-{first}-{version}" if len(files) == 1 else f"score-{first}+{len(files) - 1}-more-{version}"
-
-
-def rename_flow_run(name: str) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.runtime import flow_run
-
-    if flow_run.id:
-        with get_client(sync_client=True) as client:
-            client.update_flow_run(flow_run.id, name=name)
 
 
 DRIFT_EVENT = "sign-mlops.drift.detected"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
+from flows import rename_flow_run
 from sign_model import pipeline
 from sign_model.config import Paths, default_paths
 from sign_model.gate import GatePolicy
@@ -39,15 +40,11 @@ def start_run(files: DataFiles, config: TrainConfig, experiment: str, name: str,
 
 def name_this_flow_run(name: str) -> dict[str, str]:
     """Give the Prefect flow run the training run's name; its id and UI address for MLflow."""
-    from prefect.client.orchestration import get_client
-    from prefect.runtime import flow_run
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
-    run_id = flow_run.id
+    run_id = rename_flow_run(name)
     if not run_id:
         return {}
-    with get_client(sync_client=True) as client:
-        client.update_flow_run(run_id, name=name)
     base = PREFECT_UI_URL.value() or (PREFECT_API_URL.value() or "").removesuffix("/api")
     return {"prefect.flow_run_id": str(run_id), "prefect.flow_run_url": f"{base}/runs/flow-run/{run_id}" if base else ""}
 

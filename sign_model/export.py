@@ -88,12 +88,21 @@ def onnx_session(path: Path, threads: int = 0):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def onnx_probabilities(path: Path, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Run an ONNX model over raw images (N, 28, 28) in batches."""
+def onnx_predictor(path: Path, batch_size: int = 512):
+    """`predict(images (N, 28, 28)) -> probabilities` over one onnxruntime session (opened once)."""
     session = onnx_session(path)
     name = session.get_inputs()[0].name
-    x = images.reshape(-1, 28, 28, 1).astype(np.float32)
-    return np.concatenate([session.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)])
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        x = images.reshape(-1, 28, 28, 1).astype(np.float32)
+        return np.concatenate([session.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)])
+
+    return predict
+
+
+def onnx_probabilities(path: Path, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Run an ONNX model over raw images (N, 28, 28) in batches."""
+    return onnx_predictor(path, batch_size)(images)
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray, min_agreement: float = 1.0,
@@ -211,14 +220,13 @@ def judge_int8(fp32_path: Path, int8_path: Path, images: np.ndarray, true_index:
     `scoring_csv` end to end. Accepted only when faster by `min_speedup` and within the bounds."""
     from sign_model.robustness import robustness_report
 
-    fp32 = onnx_probabilities(fp32_path, images)
-    int8 = onnx_probabilities(int8_path, images)
+    predictors = {"fp32": onnx_predictor(fp32_path), "int8": onnx_predictor(int8_path)}
+    fp32, int8 = predictors["fp32"](images), predictors["int8"](images)
     fp32_acc = float((fp32.argmax(1) == true_index).mean())
     int8_acc = float((int8.argmax(1) == true_index).mean())
     loss = 100 * (fp32_acc - int8_acc)
     agreement = float((fp32.argmax(1) == int8.argmax(1)).mean())
-    robust = {name: robustness_report(lambda x, p=path: onnx_probabilities(p, x), images, true_index, max_rows=1500)
-              for name, path in (("fp32", fp32_path), ("int8", int8_path))}
+    robust = {name: robustness_report(predict, images, true_index, max_rows=1500) for name, predict in predictors.items()}
     robust_loss = 100 * max(robust["fp32"].mean - robust["int8"].mean, robust["fp32"].worst - robust["int8"].worst)
     fp32_speed = scorer_rows_per_second(fp32_path, scoring_csv)
     int8_speed = scorer_rows_per_second(int8_path, scoring_csv)

@@ -71,13 +71,13 @@ MODEL_DESCRIPTIONS = {
 }
 
 
-def model_card(tags: dict[str, str], architecture: str, params: int | None = None) -> str:
+def model_card(tags: dict[str, str], architecture: str) -> str:
     """A short version description: what it is, what data, how good, what goes in."""
     def pct(key: str) -> str:
         value = tags.get(key)
         return f"{100 * float(value):.2f} %" if value not in (None, "") else "n/a"
 
-    lines = [f"**{architecture}**" + (f", {params:,} parameters" if params else "") + f"; MLflow run `{tags.get('run_id')}`.",
+    lines = [f"**{architecture}**; MLflow run `{tags.get('run_id')}`.",
              f"Training data sha256 `{str(tags.get('train_sha256', ''))[:12]}`.",
              f"Test accuracy {pct('test_accuracy')}; robustness (moderate shifts) mean {pct('robust_mean')}, "
              f"worst kind {tags.get('robust_worst_kind', 'n/a')} {pct('robust_worst')}.",
