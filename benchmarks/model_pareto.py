@@ -46,6 +46,9 @@ RECIPES: dict[str, dict] = {
     "camera": {"photometric": 0.3, "occlusion": 0.1, "noise_std": 20.0, "augment_tail": 0.3},  # preset camera
     "mirror-only": {"mirror": 0.5},
 }
+# "+hands": the same recipe with a left-hand detector in front (sign_model/handedness.py)
+RECIPES.update({f"{name}+hands": {**overrides, "hand_detector": 12} for name, overrides in list(RECIPES.items())
+                if "mirror" not in overrides})
 ARCHITECTURE_OVERRIDES = {"seed_cnn": {"dropout": 0.3}, "tiny_cnn": {"dropout": 0.1}}
 ARCHITECTURES = ("bn_cnn", "bn_cnn16", "slim_cnn", "sep_cnn", "sym_cnn", "seed_cnn", "tiny_cnn")
 CANDIDATES: dict[str, tuple[str, dict]] = {

@@ -104,7 +104,7 @@ def build_sep_cnn(dropout: float = 0.2) -> keras.Model:
     return keras.Model(inputs, outputs, name="sep_cnn")
 
 
-def _mirror_lr(name: str) -> keras.Sequential:
+def mirror_lr(name: str) -> keras.Sequential:
     """A left-right mirror as built-in layers: a fixed (non-trainable) 28x28 permutation applied
     along the image width, so the saved model needs no custom code and ONNX gets one MatMul."""
     flip = layers.Dense(28, use_bias=False, trainable=False, name=f"{name}_permutation")
@@ -122,7 +122,7 @@ def build_mirror_symmetric(trunk_builder: Callable[..., keras.Model], name: str,
     trunk = trunk_builder(dropout=dropout)
     inputs, x = _inputs()
     logits_fn = keras.Model(trunk.inputs, trunk.get_layer("logits").output, name=f"{name}_trunk")
-    mirrored = _mirror_lr("mirror")(inputs)
+    mirrored = mirror_lr("mirror")(inputs)
     mirrored = layers.Rescaling(1.0 / 255, name="rescale_mirror")(mirrored)
     averaged = layers.Average(name="mean_logits")([logits_fn(x), logits_fn(mirrored)])
     outputs = layers.Activation("softmax", name="probabilities")(averaged)

@@ -139,6 +139,9 @@ def train_step(run_id: str, files: DataFiles, config: TrainConfig, out_dir: Path
                             "val/best_loss": result.val_loss, "train/seconds": result.train_seconds,
                             "train/rows": result.train_rows, "val/rows": result.val_rows,
                             "train/epochs_run": len(result.history["loss"]), "model/params": result.model.count_params()})
+        if result.hand is not None:  # the left-hand detector's validation check, and whether it is in the model
+            mlflow.log_metrics(result.hand.metrics())
+            mlflow.set_tag("hand_detector", result.hand.reason)
         mlflow.log_artifact(str(saved["history"]), "training")
         model_uri = _log_keras_model(result.model, train.images[:2])
     return Trained(str(saved["model"]), str(saved["history"]), model_uri, result.val_accuracy, result.train_seconds)
@@ -315,8 +318,11 @@ def _register(record: RunRecord) -> Registered:
         onnx_tags["int8_version"] = int8_v.version
     onnx_v = registry.register_once(exported.onnx_model_uri, registry.ONNX_MODEL, onnx_tags)
     registry.tag_version(registry.KERAS_MODEL, keras_v.version, {"onnx_version": onnx_v.version})
-    params = mlflow.get_run(run_id).data.params
+    run_data = mlflow.get_run(run_id).data
+    params = run_data.params
     architecture = params.get("architecture", "?")
+    if run_data.metrics.get("hand/used"):
+        architecture += f" behind a left-hand detector (width {params.get('hand_detector')})"
     registry.describe(registry.KERAS_MODEL, keras_v.version, registry.model_card(common, architecture))
     registry.describe(registry.ONNX_MODEL, onnx_v.version, registry.model_card(onnx_tags, architecture))
     if "int8_version" in onnx_tags:

@@ -32,6 +32,7 @@ class TrainResult:
     train_seconds: float
     val_accuracy: float
     val_loss: float
+    hand: Any = None  # sign_model.handedness.HandDetection when a hand detector was trained
 
 
 def to_indices(labels: np.ndarray) -> np.ndarray:
@@ -148,13 +149,24 @@ def train_model(dataset: SignDataset, config: TrainConfig, callbacks: list | Non
     fit = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, verbose=0,
                     callbacks=[stopper, augmentation_schedule(strength, config.epochs, config.augment_tail),
                                *(callbacks or [])])
-    seconds = time.perf_counter() - start
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     best = int(stopper.best_epoch)
+    hand = None
+    if config.hand_detector:  # after the classifier, so the classifier is the same with or without it
+        model, hand = _add_hand_detector(model, dataset.images, train_idx, val_idx, config)
     return TrainResult(
         model=model, history=history, best_epoch=best + 1, train_rows=len(train_idx), val_rows=len(val_idx),
-        train_seconds=seconds, val_accuracy=history["val_accuracy"][best], val_loss=history["val_loss"][best],
+        train_seconds=time.perf_counter() - start, val_accuracy=history["val_accuracy"][best],
+        val_loss=history["val_loss"][best], hand=hand,
     )
+
+
+def _add_hand_detector(classifier, images: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, config: TrainConfig):
+    """The classifier behind a left-hand detector, when the detector passes its validation check."""
+    from sign_model.handedness import train_hand_detector, with_hand_detector
+
+    detector, hand = train_hand_detector(images, train_idx, val_idx, config)
+    return (with_hand_detector(detector, classifier) if hand.used else classifier), hand
 
 
 def save_training_outputs(result: TrainResult, config: TrainConfig, out_dir: Path) -> dict[str, Path]:

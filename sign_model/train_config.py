@@ -47,6 +47,10 @@ class TrainConfig:
     occlusion: float = 0.0  # chance of a square patch over part of the image
     noise_std: float = 30.0  # largest sensor-noise sigma (0-255 scale) of the noise shift
     augment_tail: float = 0.0  # last share of epochs with a third of the photometric/occlusion augmentation
+    # left-handed signers (sign_model/handedness.py): width of a small detector that mirrors left
+    # hands before the classifier sees them (0 = none); trained for hand_detector_epochs
+    hand_detector: int = 0
+    hand_detector_epochs: int = 10
     val_fraction: float = 0.1
     early_stopping_patience: int = 4
     select_from_fraction: float = 0.6  # model selection/early stopping only in the low-LR tail
@@ -84,6 +88,8 @@ def _range_problems(c: TrainConfig) -> list[str]:
          "mirror, photometric and occlusion must be in [0, 1]"),
         (0 <= c.noise_std <= 128, "noise_std must be in [0, 128]"),
         (0 <= c.augment_tail < 1, "augment_tail must be in [0, 1)"),
+        (0 <= c.hand_detector <= 64, "hand_detector must be 0 (none) or a width of 1-64"),
+        (1 <= c.hand_detector_epochs <= 1_000, "hand_detector_epochs must be 1-1000"),
         (0 < c.val_fraction < 0.5, "val_fraction must be in (0, 0.5)"),
         (c.early_stopping_patience >= 1, "early_stopping_patience must be >= 1"),
         (0 <= c.select_from_fraction < 1, "select_from_fraction must be in [0, 1)"),
