@@ -41,13 +41,14 @@ KEEP_DIR = Path(os.environ["PARETO_KEEP"]) if os.environ.get("PARETO_KEEP") else
 
 # A candidate is an architecture trained with a recipe: "<architecture>/<recipe>".
 RECIPES: dict[str, dict] = {
-    "previous": {},  # the default preset (geometric + contrast augmentation only)
-    "robust": {"mirror": 0.5, "photometric": 0.5, "occlusion": 0.15, "noise_std": 30.0},  # preset robust
-    "camera": {"photometric": 0.3, "occlusion": 0.1, "noise_std": 20.0, "augment_tail": 0.3},  # preset camera
-    "mirror-only": {"mirror": 0.5},
+    "previous": {"hand_detector": 0},  # the default preset before the hand detector (geometric + contrast only)
+    "robust": {"mirror": 0.5, "photometric": 0.5, "occlusion": 0.15, "noise_std": 30.0, "hand_detector": 0},  # preset robust
+    "camera": {"photometric": 0.3, "occlusion": 0.1, "noise_std": 20.0, "augment_tail": 0.3, "hand_detector": 0},
+    "mirror-only": {"mirror": 0.5, "hand_detector": 0},
 }
-# "+hands": the same recipe with a left-hand detector in front (sign_model/handedness.py)
-RECIPES.update({f"{name}+hands": {**overrides, "hand_detector": 12} for name, overrides in list(RECIPES.items())
+# "+hands": the same recipe with the left-hand detector in front (sign_model/handedness.py); the
+# presets default and camera are previous+hands and camera+hands
+RECIPES.update({f"{name}+hands": {**overrides, "hand_detector": 16} for name, overrides in list(RECIPES.items())
                 if "mirror" not in overrides})
 ARCHITECTURE_OVERRIDES = {"seed_cnn": {"dropout": 0.3}, "tiny_cnn": {"dropout": 0.1}}
 ARCHITECTURES = ("bn_cnn", "bn_cnn16", "slim_cnn", "sep_cnn", "sym_cnn", "seed_cnn", "tiny_cnn")

@@ -28,8 +28,11 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-MIN_DETECTOR_ACCURACY = 0.99  # on the validation split, each orientation; below it the detector is not used
-DETECTOR_SHIFTS = {"photometric": 0.7, "occlusion": 0.15, "noise_std": 30.0}  # camera shifts while it learns
+MIN_DETECTOR_ACCURACY = 0.995  # on the validation split, each orientation; below it the detector is not used
+# camera shifts while it learns; measured on the grouped holdout (README): heavier shifts (0.7 of
+# the images, noise up to 30) flipped 0.8 % of clean right hands; no shifts flipped none, but missed
+# 45 % of left hands under salt-and-pepper noise
+DETECTOR_SHIFTS = {"photometric": 0.5, "occlusion": 0.1, "noise_std": 20.0}
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,8 @@ class TrainConfig:
     augment_tail: float = 0.0  # last share of epochs with a third of the photometric/occlusion augmentation
     # left-handed signers (sign_model/handedness.py): width of a small detector that mirrors left
     # hands before the classifier sees them (0 = none); trained for hand_detector_epochs
-    hand_detector: int = 0
-    hand_detector_epochs: int = 10
+    hand_detector: int = 16
+    hand_detector_epochs: int = 12
     val_fraction: float = 0.1
     early_stopping_patience: int = 4
     select_from_fraction: float = 0.6  # model selection/early stopping only in the low-LR tail
@@ -102,17 +102,18 @@ PRESETS: dict[str, TrainConfig] = {
     "default": TrainConfig(),
     # measured on a grouped holdout of the Kaggle training file (README): clean 96.0 %, robustness
     # mean 94.5 %, mirror 97.4 %, worst kind occlusion 82.6 %
-    "robust": TrainConfig(mirror=0.5, photometric=0.5, occlusion=0.15, noise_std=30.0),
+    # (one model for both hands, no hand detector)
+    "robust": TrainConfig(mirror=0.5, photometric=0.5, occlusion=0.15, noise_std=30.0, hand_detector=0),
     # cameras but right hands only: clean 98.6 %, robustness mean 92.0 %, every kind but mirror
     # (19.5 %) and occlusion (89 %) >= 96.9 %
     "camera": TrainConfig(photometric=0.3, occlusion=0.1, noise_std=20.0, augment_tail=0.3),
     "seed": TrainConfig(architecture="seed_cnn", epochs=10, optimizer="sgd", learning_rate=0.01,
                         lr_schedule="constant", label_smoothing=0.0, dropout=0.2, rotation_deg=5.0,
-                        width_shift=0.13, height_shift=0.3, zoom=0.0, contrast=0.0),
+                        width_shift=0.13, height_shift=0.3, zoom=0.0, contrast=0.0, hand_detector=0),
     "smoke": TrainConfig(architecture="tiny_cnn", epochs=3, batch_size=64, learning_rate=5e-3,
                          dropout=0.1, rotation_deg=5.0, width_shift=0.05, height_shift=0.05,
                          zoom=0.05, contrast=0.1, warmup_epochs=0.0, early_stopping_patience=3,
-                         mirror=0.0, photometric=0.1, occlusion=0.0, noise_std=10.0),
+                         mirror=0.0, photometric=0.1, occlusion=0.0, noise_std=10.0, hand_detector=0),
 }
 
 
