@@ -126,6 +126,7 @@ def main() -> None:
                              "name:N runs that one on N seeds")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per candidate unless name:N says otherwise")
     parser.add_argument("--epochs", type=int, default=None, help="override every candidate's epochs (quick looks)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from this one (to add seeds to a study)")
     args = parser.parse_args()
 
     from sign_model.data import SignDataset, load_dataset
@@ -146,7 +147,7 @@ def main() -> None:
             if name not in CANDIDATES:
                 parser.error(f"unknown candidate {name!r}; choose from {list(CANDIDATES)}")
             trials = []
-            for seed in range(int(count or args.seeds)):
+            for seed in range(args.first_seed, args.first_seed + int(count or args.seeds)):
                 started = time.perf_counter()
                 trial = run_trial(name, seed, fit, holdout, csv_path, workdir, args.epochs)
                 trials.append(trial)
