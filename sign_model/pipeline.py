@@ -144,7 +144,8 @@ def train_step(run_id: str, files: DataFiles, config: TrainConfig, out_dir: Path
             mlflow.set_tag("hand_detector", result.hand.reason)
         mlflow.log_artifact(str(saved["history"]), "training")
         model_uri = _log_keras_model(result.model, train.images[:2])
-    return Trained(str(saved["model"]), str(saved["history"]), model_uri, result.val_accuracy, result.train_seconds)
+    return Trained(str(saved["model"]), str(saved["history"]), model_uri, result.val_accuracy, result.train_seconds,
+                   result.hand.reason if result.hand is not None else "")
 
 
 def _log_keras_model(model, example: np.ndarray) -> str:

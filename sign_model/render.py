@@ -68,6 +68,8 @@ def result_rows(result: TrainingResult) -> list[tuple[str, str]]:
             ("test macro-F1", f"{evaluated.test_macro_f1:.4f}"),
             ("grouped validation accuracy", f"{trained.val_accuracy:.4%}"),
             ("training seconds", f"{trained.train_seconds:.0f}")]
+    if trained.hand_detector:
+        rows.append(("left-hand detector", trained.hand_detector))
     if result.robustness is not None:
         rb = result.robustness
         rows.append(("robustness (moderate shifts)",

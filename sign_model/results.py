@@ -37,6 +37,7 @@ class Trained:
     keras_model_uri: str
     val_accuracy: float
     train_seconds: float
+    hand_detector: str = ""  # what the left-hand detector's check found ("" = none trained)
 
 
 @dataclass(frozen=True)

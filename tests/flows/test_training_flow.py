@@ -12,7 +12,7 @@ from flows.training import training_flow
 from sign_model.pipeline import ValidationFailed
 from sign_model.registry import CHAMPION, KERAS_MODEL, ONNX_MODEL, version_by_alias
 
-SMOKE = {"epochs": 4}
+SMOKE = {"epochs": 4, "hand_detector": 4, "hand_detector_epochs": 2}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_run_holds_params_metrics_inputs_pictures_and_model(flow_result):
     assert {"test/accuracy", "test/macro_f1", "train/seconds", "val/best_accuracy", "parity/argmax_agreement",
             "int8/accuracy_loss_points", "data/train_near_duplicate_rate", "test/f1/A"} <= set(run.data.metrics)
     namespaces = {name.split("/")[0] for name in run.data.metrics}
-    assert namespaces <= {"train", "val", "test", "data", "parity", "int8", "robust", "model"}, namespaces
+    assert namespaces <= {"train", "val", "test", "data", "parity", "int8", "robust", "model", "hand"}, namespaces
     client = mlflow.MlflowClient()
     per_epoch = client.get_metric_history(run.info.run_id, "val/accuracy")
     assert len(per_epoch) == run.data.metrics["train/epochs_run"] and [m.step for m in per_epoch][0] == 0
@@ -67,6 +67,19 @@ def test_run_holds_params_metrics_inputs_pictures_and_model(flow_result):
     assert {"confusion_matrix.png", "misclassified.png", "training_curves.png", "per_class_counts.png",
             "robustness_heatmap.png"} <= root_files
     assert run.data.tags["validation_passed"] == "true" and run.data.tags["parity_passed"] == "true"
+
+
+def test_the_hand_detectors_check_is_in_the_run_and_the_result(flow_result):
+    """Whether the left-hand detector is in the model is never silent: tag, metrics, result table."""
+    from sign_model.render import result_rows
+
+    result, uri = flow_result
+    mlflow.set_tracking_uri(uri)
+    run = mlflow.get_run(result.run_id)
+    assert {"hand/val_right_accuracy", "hand/val_left_accuracy", "hand/used"} <= set(run.data.metrics)
+    assert run.data.tags["hand_detector"] == result.trained.hand_detector
+    assert ("NOT used" in result.trained.hand_detector) == (run.data.metrics["hand/used"] == 0.0)
+    assert ("left-hand detector", result.trained.hand_detector) in result_rows(result)
 
 
 def test_every_run_logs_the_robustness_suite_and_the_gate_reads_it(flow_result):
