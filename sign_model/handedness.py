@@ -1,7 +1,7 @@
 """Left-handed signers: a small hand detector that mirrors left hands before the classifier sees them.
 
-The Kaggle images show one hand (the signer's right). A left-handed signer's sign is its mirror
-image, and a classifier that learns both hands has to tell 48 shapes apart instead of 24: mirror
+The Kaggle photos all show the same hand (called "right" here). A left-handed signer's sign is
+its mirror image, and a classifier that learns both hands has to tell 48 shapes apart instead of 24: mirror
 augmentation cost `bn_cnn` 3.9 points of clean accuracy in our measurements (README, "Which model,
 at what cost"). Instead, when `hand_detector` (its width) is set:
 
