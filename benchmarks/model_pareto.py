@@ -45,6 +45,9 @@ RECIPES: dict[str, dict] = {
     "robust": {"mirror": 0.5, "photometric": 0.5, "occlusion": 0.15, "noise_std": 30.0, "hand_detector": 0},  # preset robust
     "camera": {"photometric": 0.3, "occlusion": 0.1, "noise_std": 20.0, "augment_tail": 0.3, "hand_detector": 0},
     "mirror-only": {"mirror": 0.5, "hand_detector": 0},
+    # camera with more of the shifts camera+hands still misses (occlusion, rotation, salt-and-pepper)
+    "camera-strong": {"photometric": 0.4, "occlusion": 0.25, "noise_std": 25.0, "augment_tail": 0.3,
+                      "rotation_deg": 15.0, "hand_detector": 0},
 }
 # "+hands": the same recipe with the left-hand detector in front (sign_model/handedness.py); the
 # presets default and camera are previous+hands and camera+hands

@@ -52,6 +52,16 @@ def test_a_mirrored_image_gets_the_answer_of_the_image(tiny_training, synthetic_
     np.testing.assert_allclose(export.onnx_predictor(onnx_path)(images[:, :, ::-1]), as_given, atol=1e-4)
 
 
+def test_the_detector_gives_an_image_and_its_mirror_opposite_answers(synthetic_datasets):
+    """P(left | mirror image) = 1 - P(left | image) for any weights: the detector cannot lean to one hand."""
+    from sign_model.handedness import build_hand_detector
+
+    images = synthetic_datasets[1].images[:64, :, :, None].astype(np.float32)
+    detector = build_hand_detector(4)
+    as_given = detector.predict(images, verbose=0)
+    np.testing.assert_allclose(detector.predict(images[:, :, ::-1].copy(), verbose=0), 1 - as_given, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def handed_training(synthetic_datasets):
     from sign_model.train import train_model
