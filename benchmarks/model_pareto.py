@@ -40,17 +40,19 @@ from benchmarks.common import print_table, real_or_synthetic_csv  # noqa: E402
 KEEP_DIR = Path(os.environ["PARETO_KEEP"]) if os.environ.get("PARETO_KEEP") else None  # keep the fp32 ONNX files here
 
 # A candidate is an architecture trained with a recipe: "<architecture>/<recipe>".
+STUDIO = {"photometric": 0.0, "occlusion": 0.0, "noise_std": 30.0, "augment_tail": 0.0}  # the default before #13
 RECIPES: dict[str, dict] = {
-    "previous": {"hand_detector": 0},  # the default preset before the hand detector (geometric + contrast only)
-    "robust": {"mirror": 0.5, "photometric": 0.5, "occlusion": 0.15, "noise_std": 30.0, "hand_detector": 0},  # preset robust
-    "camera": {"photometric": 0.3, "occlusion": 0.1, "noise_std": 20.0, "augment_tail": 0.3, "hand_detector": 0},
-    "mirror-only": {"mirror": 0.5, "hand_detector": 0},
+    "previous": {**STUDIO, "hand_detector": 0},  # the default preset before #13 (geometric + contrast only)
+    "robust": {"mirror": 0.5, "photometric": 0.5, "occlusion": 0.15, "noise_std": 30.0, "augment_tail": 0.0,
+               "hand_detector": 0},  # preset robust
+    "camera": {"hand_detector": 0},  # camera shifts (the default's recipe) without the hand detector
+    "mirror-only": {**STUDIO, "mirror": 0.5, "hand_detector": 0},
     # camera with more of the shifts camera+hands still misses (occlusion, rotation, salt-and-pepper)
     "camera-strong": {"photometric": 0.4, "occlusion": 0.25, "noise_std": 25.0, "augment_tail": 0.3,
                       "rotation_deg": 15.0, "hand_detector": 0},
 }
 # "+hands": the same recipe with the left-hand detector in front (sign_model/handedness.py); the
-# presets default and camera are previous+hands and camera+hands
+# preset default is camera+hands, studio is previous+hands
 RECIPES.update({f"{name}+hands": {**overrides, "hand_detector": 16} for name, overrides in list(RECIPES.items())
                 if "mirror" not in overrides})
 ARCHITECTURE_OVERRIDES = {"seed_cnn": {"dropout": 0.3}, "tiny_cnn": {"dropout": 0.1}}
