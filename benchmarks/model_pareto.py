@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import print_table, real_or_synthetic_csv  # noqa: E402
+from sign_model.train_config import TrainConfig  # noqa: E402  (light: no TensorFlow)
 
 KEEP_DIR = Path(os.environ["PARETO_KEEP"]) if os.environ.get("PARETO_KEEP") else None  # keep the fp32 ONNX files here
 
@@ -53,8 +54,8 @@ RECIPES: dict[str, dict] = {
 }
 # "+hands": the same recipe with the left-hand detector in front (sign_model/handedness.py); the
 # preset default is camera+hands, studio is previous+hands
-RECIPES.update({f"{name}+hands": {**overrides, "hand_detector": 16} for name, overrides in list(RECIPES.items())
-                if "mirror" not in overrides})
+RECIPES.update({f"{name}+hands": {**overrides, "hand_detector": TrainConfig().hand_detector}
+                for name, overrides in list(RECIPES.items()) if "mirror" not in overrides})
 ARCHITECTURE_OVERRIDES = {"seed_cnn": {"dropout": 0.3}, "tiny_cnn": {"dropout": 0.1}}
 ARCHITECTURES = ("bn_cnn", "bn_cnn16", "slim_cnn", "sep_cnn", "sym_cnn", "seed_cnn", "tiny_cnn")
 CANDIDATES: dict[str, tuple[str, dict]] = {

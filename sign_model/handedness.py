@@ -6,10 +6,10 @@ augmentation cost `bn_cnn` 3.9 points of clean accuracy in our measurements (REA
 at what cost"). Instead, when `hand_detector` (its width) is set:
 
 1. a small CNN learns, self-supervised, whether an image is mirrored: every training image is
-   flipped with probability 1/2 and labelled by the flip; it scores the image and its mirror
-   image and compares the two, so it can never call both the same hand, under the same geometric augmentation
-   as the classifier plus camera shifts (noise, exposure, blur, occlusion ...), because a detector
-   that flips a noisy right hand costs that image;
+   flipped with probability 1/2 and labelled by the flip, under the classifier's geometric
+   augmentation plus camera shifts (noise, exposure, blur, occlusion ...), because a detector
+   that flips a noisy right hand costs that image. It scores the image and its mirror image and
+   compares the two, so it can never call both the same hand;
 2. it is checked on the grouped validation split, in both orientations; below
    `MIN_DETECTOR_ACCURACY` it is not used (the classifier is returned alone and the reason is
    recorded, so nothing silently gets worse);

@@ -303,11 +303,12 @@ def _register(record: RunRecord) -> Registered:
     tracking.configure(experiment=None)
     run_id, exported = record.run_id, record.exported
     robust = record.robustness
+    run_data = mlflow.get_run(run_id).data
     common = {"run_id": run_id, "train_sha256": record.files.train_sha256,
               "test_accuracy": f"{record.evaluated.test_accuracy:.6f}",
               **({"robust_mean": f"{robust.mean:.6f}", "robust_worst": f"{robust.worst:.6f}",
                   "robust_worst_kind": robust.worst_kind} if robust else {}),
-              "validation_passed": mlflow.get_run(run_id).data.tags.get("validation_passed", "unknown"),
+              "validation_passed": run_data.tags.get("validation_passed", "unknown"),
               "parity_passed": "true", "parity_argmax_agreement": exported.parity.argmax_agreement,
               "parity_max_abs_delta": exported.parity.max_abs_delta}
     keras_v = registry.register_once(record.trained.keras_model_uri, registry.KERAS_MODEL, common)
@@ -319,7 +320,6 @@ def _register(record: RunRecord) -> Registered:
         onnx_tags["int8_version"] = int8_v.version
     onnx_v = registry.register_once(exported.onnx_model_uri, registry.ONNX_MODEL, onnx_tags)
     registry.tag_version(registry.KERAS_MODEL, keras_v.version, {"onnx_version": onnx_v.version})
-    run_data = mlflow.get_run(run_id).data
     params = run_data.params
     architecture = params.get("architecture", "?")
     if run_data.metrics.get("hand/used"):

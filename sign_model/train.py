@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from sign_model.data import SignDataset
+from sign_model.handedness import HandDetection
 from sign_model.labels import INDEX_OF_LABEL, NUM_CLASSES
 from sign_model.train_config import PRESETS, TrainConfig  # noqa: F401  (re-exported)
 
@@ -32,7 +33,7 @@ class TrainResult:
     train_seconds: float
     val_accuracy: float
     val_loss: float
-    hand: Any = None  # sign_model.handedness.HandDetection when a hand detector was trained
+    hand: HandDetection | None = None  # when a hand detector was trained
 
 
 def to_indices(labels: np.ndarray) -> np.ndarray:
