@@ -51,6 +51,9 @@ RECIPES: dict[str, dict] = {
     # camera with more of the shifts camera+hands still misses (occlusion, rotation, salt-and-pepper)
     "camera-strong": {"photometric": 0.4, "occlusion": 0.25, "noise_std": 25.0, "augment_tail": 0.3,
                       "rotation_deg": 15.0, "hand_detector": 0},
+    # camera with occlusion on a quarter of the images and rotation to 12 deg: the GPU screen's
+    # winner for bn_cnn (benchmarks/gpu_screen.py; README, "The GPU screen")
+    "camera-occ": {"occlusion": 0.25, "rotation_deg": 12.0, "hand_detector": 0},
 }
 # "+hands": the same recipe with the left-hand detector in front (sign_model/handedness.py); the
 # preset default is camera+hands, studio is previous+hands
