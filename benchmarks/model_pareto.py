@@ -60,7 +60,7 @@ RECIPES: dict[str, dict] = {
 RECIPES.update({f"{name}+hands": {**overrides, "hand_detector": TrainConfig().hand_detector}
                 for name, overrides in list(RECIPES.items()) if "mirror" not in overrides})
 ARCHITECTURE_OVERRIDES = {"seed_cnn": {"dropout": 0.3}, "tiny_cnn": {"dropout": 0.1}}
-ARCHITECTURES = ("bn_cnn", "bn_cnn16", "slim_cnn", "sep_cnn", "sym_cnn", "seed_cnn", "tiny_cnn")
+ARCHITECTURES = ("bn_cnn", "bn_cnn16", "bn_cnn16_late", "slim_cnn", "sep_cnn", "sym_cnn", "seed_cnn", "tiny_cnn")
 CANDIDATES: dict[str, tuple[str, dict]] = {
     f"{arch}/{recipe}": (arch, {**ARCHITECTURE_OVERRIDES.get(arch, {}), **overrides})
     for arch in ARCHITECTURES for recipe, overrides in RECIPES.items()

@@ -67,6 +67,24 @@ def build_bn_cnn16(dropout: float = 0.3) -> keras.Model:
     return build_bn_cnn(dropout=dropout, width=16, name="bn_cnn16")
 
 
+def build_bn_cnn16_late(dropout: float = 0.3) -> keras.Model:
+    """Half-width bn_cnn that spends its second convolution at 7x7 instead of 28x28
+    (16 / 32-32 / 64-64): ~5.5 M multiply-adds, like bn_cnn16, but 98.5-98.9 % clean on the
+    grouped holdout against bn_cnn16's 94.3-98.2 % in the GPU screen (README)."""
+    inputs, x = _inputs()
+    x = _conv_bn(x, 16, "b1")
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    x = _conv_bn(x, 32, "b2a")
+    x = _conv_bn(x, 32, "b2b")
+    x = layers.MaxPooling2D(2, name="pool2")(x)
+    x = _conv_bn(x, 64, "b3a")
+    x = _conv_bn(x, 64, "b3b")
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="bn_cnn16_late")
+
+
 def build_slim_cnn(dropout: float = 0.2, width: int = 24) -> keras.Model:
     """One batch-norm conv per resolution (24 / 48 / 96), global pooling: ~4.2 M multiply-adds."""
     inputs, x = _inputs()
@@ -157,6 +175,7 @@ ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
     "seed_cnn": build_seed_cnn,
     "bn_cnn": build_bn_cnn,
     "bn_cnn16": build_bn_cnn16,
+    "bn_cnn16_late": build_bn_cnn16_late,
     "slim_cnn": build_slim_cnn,
     "sep_cnn": build_sep_cnn,
     "sym_cnn": build_sym_cnn,

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-ARCHITECTURE_NAMES = ("bn_cnn", "bn_cnn16", "seed_cnn", "sep_cnn", "slim_cnn", "sym_cnn", "tiny_cnn")  # sign_model.model.ARCHITECTURES (a test keeps them equal)
+ARCHITECTURE_NAMES = ("bn_cnn", "bn_cnn16", "bn_cnn16_late", "seed_cnn", "sep_cnn", "slim_cnn", "sym_cnn", "tiny_cnn")  # sign_model.model.ARCHITECTURES (a test keeps them equal)
 
 
 class ConfigError(ValueError):

@@ -82,3 +82,12 @@ def test_mirror_symmetric_model_answers_a_left_hand_like_a_right_hand(tmp_path):
     onnx_path = export.keras_to_onnx(model, tmp_path / "m.onnx", {})
     assert export.compare(probs, export.onnx_probabilities(onnx_path, images)).passed
     assert export.onnx_macs(onnx_path) <= 6_000_000
+
+
+@pytest.mark.parametrize("name, budget", [("bn_cnn16", 6_000_000), ("bn_cnn16_late", 6_000_000), ("slim_cnn", 6_000_000)])
+def test_small_architectures_stay_within_their_multiply_add_budget(name, budget, tmp_path):
+    """The cheap candidates are there for their cost: counted from the exported ONNX graph."""
+    from sign_model import export
+
+    onnx_path = export.keras_to_onnx(build_model(name, 0.1), tmp_path / "m.onnx", {})
+    assert 4_000_000 < export.onnx_macs(onnx_path) <= budget
