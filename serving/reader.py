@@ -7,8 +7,9 @@ Pipeline per block of raw lines:
    over following lines (a quoted newline) and is rejected -- alone, the rows after it still
    count -- when its quoting never makes sense (stray or unterminated quotes).
 2. `parse_records` rejects rows with NUL bytes, invalid UTF-8 or a wrong field count, then
-   parses the rest with pandas' C parser: straight into uint8 when every numeric cell is
-   written as plain digits (the common case), else as text judged cell by cell by the shared
+   parses the rest: straight into uint8 when every numeric cell is written as plain digits
+   (the common case; numpy when every cell is, pandas' C parser beside text columns), else
+   with pandas as text judged cell by cell by the shared
    rules in `sign_model.csvformat` (so `True`, `1.0` or `1e1` are never read as numbers).
 """
 
@@ -296,7 +297,9 @@ def _parse_rows(records: list[bytes], lines: np.ndarray, layout: Layout, rejects
     buffer = b"\n".join(records) + b"\n"
     frame = None
     if not quoted and _plain_digits(records, buffer, layout):
-        frame = _read(buffer, layout, numeric_dtype=np.uint8)
+        frame = _read_small_numbers(buffer, len(records), layout) if not layout.passthrough_positions else None
+        if frame is None:
+            frame = _read(buffer, layout, numeric_dtype=np.uint8)
     if frame is None:
         frame = _read(buffer, layout, numeric_dtype=None)
     if frame is None or len(frame) != len(records):  # never shift rows: parse one by one
@@ -317,6 +320,28 @@ def _plain_digits(records: list[bytes], buffer: bytes, layout: Layout) -> bool:
         if middle.translate(None, _DIGITS_AND_COMMAS):
             return False
     return True
+
+
+def _read_small_numbers(buffer: bytes, rows: int, layout: Layout) -> pd.DataFrame | None:
+    """Rows of 1-3 digit cells (digits, commas and newlines only: `_plain_digits`) as uint8, in
+    a few numpy passes instead of pandas' per-cell parser (the scorer's bottleneck for small
+    models). None when a cell is empty, longer than 3 digits or over 255: pandas decides then."""
+    text = np.frombuffer(buffer, dtype=np.uint8)
+    ends = np.flatnonzero(text < ord("0"))  # "," and "\n" sort below the digits: one separator after every cell
+    if len(ends) != rows * len(layout.columns):
+        return None
+    lengths = np.empty_like(ends)
+    lengths[0], lengths[1:] = ends[0], ends[1:] - ends[:-1] - 1
+    if lengths.min() < 1 or lengths.max() > 3:
+        return None
+
+    def digit(back: int) -> np.ndarray:  # the digit `back` places before each cell's end (masked by the caller)
+        return text[ends - back].astype(np.int16) - ord("0")
+
+    values = digit(1) + np.where(lengths >= 2, digit(2), 0) * 10 + np.where(lengths == 3, digit(3), 0) * 100
+    if values.max() > 255:
+        return None
+    return pd.DataFrame(values.astype(np.uint8).reshape(rows, len(layout.columns)))
 
 
 def _read(buffer: bytes, layout: Layout, numeric_dtype) -> pd.DataFrame | None:

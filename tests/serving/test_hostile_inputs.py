@@ -250,3 +250,49 @@ def test_non_ascii_digits_are_not_numbers(tmp_path, model):
     cells[3] = "\uff11\uff12"  # fullwidth "12"
     summary, _, rejects = _score(tmp_path, PIXEL_HEADER + "\n" + ",".join(cells) + "\n" + PIXELS[1] + "\n", model)
     assert summary["rows_scored"] == 1 and "non-numeric value in column pixel4" in rejects["reason"].iloc[0]
+
+
+# ---------------------------------------------------------------- the plain-digit fast path
+
+SPECIAL_CELLS = ["", "0", "00", "007", "099", "255", "256", "999", "0255", "1000", "65535"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**16), n_rows=st.integers(1, 4), labelled=st.booleans(),
+       edits=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 784), st.sampled_from(SPECIAL_CELLS)), max_size=3))
+def test_numpy_reading_of_plain_digits_agrees_with_pandas(seed, n_rows, labelled, edits):
+    """Digit-only rows are read by numpy (the scorer's fast path); every value, reject and reason
+    must be what pandas' parser gives, including empty cells, leading zeros, 4+ digits and > 255."""
+    header = list(KAGGLE_HEADER) if labelled else list(PIXEL_COLUMNS)
+    layout = reader.column_layout(header)
+    values = np.random.default_rng(seed).integers(0, 256, (n_rows, len(header)))
+    if labelled:
+        values[:, 0] = values[:, 0] % 24
+    rows = [[str(v) for v in row] for row in values]
+    for row, column, cell in edits:
+        rows[row % n_rows][column % len(header)] = cell
+    records = [",".join(r).encode() for r in rows]
+    block = reader.Records(records=records, lines=list(range(2, 2 + len(rows))), fields=[len(r) for r in rows],
+                           rejects=[], quoted=False)
+    fast = reader.parse_records(block, layout)
+    original = reader._read_small_numbers
+    try:
+        reader._read_small_numbers = lambda *args: None  # pandas only, as before the fast path
+        slow = reader.parse_records(block, layout)
+    finally:
+        reader._read_small_numbers = original
+    assert fast.rejects == slow.rejects
+    assert np.array_equal(fast.line_numbers, slow.line_numbers)
+    assert np.array_equal(fast.pixels, slow.pixels) and fast.pixels.dtype == slow.pixels.dtype
+    assert (fast.labels is None) == (slow.labels is None)
+    if fast.labels is not None:
+        assert np.array_equal(fast.labels, slow.labels)
+
+
+def test_kaggle_rows_take_the_numpy_path(monkeypatch):
+    layout = reader.column_layout(list(KAGGLE_HEADER))
+    records = [(LABELS[i] + "," + PIXELS[i]).encode() for i in range(8)]
+    block = reader.Records(records=records, lines=list(range(2, 10)), fields=[785] * 8, rejects=[], quoted=False)
+    monkeypatch.setattr(reader, "_read", lambda *a, **k: pytest.fail("pandas was used for plain digits"))
+    chunk = reader.parse_records(block, layout)
+    assert np.array_equal(chunk.pixels, ROWS[:, 1:].astype(np.float32)) and chunk.labels.tolist() == ROWS[:, 0].tolist()
