@@ -52,7 +52,7 @@ RECIPES: dict[str, dict] = {
     "camera-strong": {"photometric": 0.4, "occlusion": 0.25, "noise_std": 25.0, "augment_tail": 0.3,
                       "rotation_deg": 15.0, "hand_detector": 0},
     # camera with occlusion on a quarter of the images and rotation to 12 deg: the GPU screen's
-    # winner for bn_cnn (benchmarks/gpu_screen.py; README, "The GPU screen")
+    # best for bn_cnn; on the CPU +2 points occlusion, -0.2/-0.5 clean (README, "The GPU screen")
     "camera-occ": {"occlusion": 0.25, "rotation_deg": 12.0, "hand_detector": 0},
 }
 # "+hands": the same recipe with the left-hand detector in front (sign_model/handedness.py); the
