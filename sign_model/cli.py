@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from sign_model import render
 from sign_model.gate import GatePolicy  # light: only the gate's defaults, shown in --help
+from sign_model.train_config import PRESETS  # light: no TensorFlow
 
 # Quieter defaults; an explicit setting in the environment wins.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -175,12 +176,7 @@ def data_explore(
         out.print(f"wrote {path}")
 
 
-class Preset(str, Enum):
-    default = "default"
-    robust = "robust"
-    camera = "camera"
-    seed = "seed"
-    smoke = "smoke"
+Preset = Enum("Preset", {name: name for name in PRESETS}, type=str)  # every preset, from the one list
 
 
 AccuracyFloor = Annotated[float, typer.Option(min=0.0, max=1.0, help="Promotion gate: minimum test accuracy.")]

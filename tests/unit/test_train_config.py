@@ -42,6 +42,24 @@ def test_cli_passes_only_the_keys_the_user_wrote(tmp_path, monkeypatch):
     assert "tiny_cnn" in result.output and "preset smoke" in result.output
 
 
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_cli_accepts_every_preset(name, monkeypatch):
+    """The bug: `--preset studio`, which the README recommends, was refused by the CLI's own list."""
+    import flows.training
+
+    seen = {}
+
+    def fake_flow(**kwargs):
+        seen.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(flows.training, "training_flow", fake_flow)
+    monkeypatch.setattr("sign_model.quiet.quiet_tensorflow", lambda verbose=False: None)
+    result = runner.invoke(app, ["train", "--preset", name])
+    assert seen.get("preset") == name, result.output
+    assert PRESETS[name].architecture in result.output
+
+
 @pytest.mark.parametrize("text, message", [
     ("epochs: three\n", "epochs must be a whole number"),
     ("epochs: 1.5\n", "epochs must be a whole number"),
