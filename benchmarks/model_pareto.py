@@ -59,6 +59,7 @@ RECIPES: dict[str, dict] = {
 # preset default is camera+hands, studio is previous+hands
 RECIPES.update({f"{name}+hands": {**overrides, "hand_detector": TrainConfig().hand_detector}
                 for name, overrides in list(RECIPES.items()) if "mirror" not in overrides})
+RECIPES["camera+hands4"] = {**RECIPES["camera+hands"], "hand_detector": 4}  # the smallest detector: 0.3 M MACs
 ARCHITECTURE_OVERRIDES = {"seed_cnn": {"dropout": 0.3}, "tiny_cnn": {"dropout": 0.1}}
 ARCHITECTURES = ("bn_cnn", "bn_cnn16", "bn_cnn16_late", "slim_cnn", "sep_cnn", "sym_cnn", "seed_cnn", "tiny_cnn")
 CANDIDATES: dict[str, tuple[str, dict]] = {

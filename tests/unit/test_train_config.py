@@ -138,4 +138,4 @@ def test_the_default_trains_for_cameras_and_left_hands_and_each_preset_says_what
     assert robust.mirror > 0 and robust.hand_detector == 0 and robust.photometric > default.photometric
     assert PRESETS["seed"].photometric == 0.0 and PRESETS["seed"].hand_detector == 0
     lite = {k for k, v in PRESETS["lite"].to_dict().items() if v != default.to_dict()[k]}
-    assert lite == {"architecture"} and PRESETS["lite"].architecture == "bn_cnn16_late"  # only the cheaper model
+    assert lite == {"architecture", "hand_detector"} and 0 < PRESETS["lite"].hand_detector < default.hand_detector
