@@ -8,9 +8,9 @@ Pipeline per block of raw lines:
    count -- when its quoting never makes sense (stray or unterminated quotes).
 2. `parse_records` rejects rows with NUL bytes, invalid UTF-8 or a wrong field count, then
    parses the rest: straight into uint8 when every numeric cell is written as plain digits
-   (the common case; numpy when every cell is, pandas' C parser beside text columns), else
-   with pandas as text judged cell by cell by the shared
-   rules in `sign_model.csvformat` (so `True`, `1.0` or `1e1` are never read as numbers).
+   (the common case; read by numpy when the file has no text columns, else by pandas' C
+   parser), otherwise with pandas as text judged cell by cell by the shared rules in
+   `sign_model.csvformat` (so `True`, `1.0` or `1e1` are never read as numbers).
 """
 
 from __future__ import annotations
