@@ -23,11 +23,12 @@ def test_preset_plus_partial_override_keeps_the_preset(tmp_path):
     assert sources["seed"] == "default"
 
 
-def test_cli_passes_only_the_keys_the_user_wrote(tmp_path, monkeypatch):
-    """The bug: the CLI turned c.yaml into a full default config that replaced the preset."""
+@pytest.fixture
+def flow_call(monkeypatch) -> dict:
+    """`train` stops where it would start the training flow; the dict gets the flow's arguments."""
     import flows.training
 
-    seen = {}
+    seen: dict = {}
 
     def fake_flow(**kwargs):
         seen.update(kwargs)
@@ -35,6 +36,12 @@ def test_cli_passes_only_the_keys_the_user_wrote(tmp_path, monkeypatch):
 
     monkeypatch.setattr(flows.training, "training_flow", fake_flow)
     monkeypatch.setattr("sign_model.quiet.quiet_tensorflow", lambda verbose=False: None)
+    return seen
+
+
+def test_cli_passes_only_the_keys_the_user_wrote(tmp_path, flow_call):
+    """The bug: the CLI turned c.yaml into a full default config that replaced the preset."""
+    seen = flow_call
     path = tmp_path / "c.yaml"
     path.write_text("epochs: 3\n")
     result = runner.invoke(app, ["train", "--preset", "smoke", "--config", str(path)])
@@ -43,20 +50,10 @@ def test_cli_passes_only_the_keys_the_user_wrote(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
-def test_cli_accepts_every_preset(name, monkeypatch):
+def test_cli_accepts_every_preset(name, flow_call):
     """The bug: `--preset studio`, which the README recommends, was refused by the CLI's own list."""
-    import flows.training
-
-    seen = {}
-
-    def fake_flow(**kwargs):
-        seen.update(kwargs)
-        raise SystemExit(0)
-
-    monkeypatch.setattr(flows.training, "training_flow", fake_flow)
-    monkeypatch.setattr("sign_model.quiet.quiet_tensorflow", lambda verbose=False: None)
     result = runner.invoke(app, ["train", "--preset", name])
-    assert seen.get("preset") == name, result.output
+    assert flow_call.get("preset") == name, result.output
     assert PRESETS[name].architecture in result.output
 
 
