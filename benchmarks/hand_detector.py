@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import print_table, real_or_synthetic_csv  # noqa: E402
+from benchmarks.model_pareto import holdout_split  # noqa: E402  (the same holdout as the Pareto study)
 
 SHIFTS = ("gaussian_noise", "salt_pepper", "blur", "darker", "contrast", "rotation", "zoom", "occlusion", "background")
 
@@ -48,7 +49,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hands-") as tmp:
         csv_path, source = real_or_synthetic_csv(Path(tmp))
         full = load_dataset(csv_path)
-    fit_idx, holdout_idx = grouped_split(full.images, full.labels, fraction=0.2, seed=20261126)
+    fit_idx, holdout_idx = holdout_split(full.images, full.labels)
     fit_images, fit_labels, holdout = full.images[fit_idx], full.labels[fit_idx], full.images[holdout_idx]
     rows = []
     for seed in range(args.seeds):

@@ -36,16 +36,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import print_table, real_or_synthetic_csv  # noqa: E402
-from sign_model.train_config import TrainConfig  # noqa: E402  (light: no TensorFlow)
+from sign_model.train_config import ARCHITECTURE_NAMES, PRESETS, TrainConfig  # noqa: E402  (light: no TensorFlow)
 
 KEEP_DIR = Path(os.environ["PARETO_KEEP"]) if os.environ.get("PARETO_KEEP") else None  # keep the fp32 ONNX files here
 
+
+
+def preset_changes(name: str) -> dict:
+    """What a preset sets differently from the default config."""
+    default = TrainConfig().to_dict()
+    return {key: value for key, value in PRESETS[name].to_dict().items() if value != default[key]}
+
+
 # A candidate is an architecture trained with a recipe: "<architecture>/<recipe>".
-STUDIO = {"photometric": 0.0, "occlusion": 0.0, "noise_std": 30.0, "augment_tail": 0.0}  # the default before #13
+STUDIO = preset_changes("studio")  # the default before #13
 RECIPES: dict[str, dict] = {
     "previous": {**STUDIO, "hand_detector": 0},  # the default preset before #13 (geometric + contrast only)
-    "robust": {"mirror": 0.5, "photometric": 0.5, "occlusion": 0.15, "noise_std": 30.0, "augment_tail": 0.0,
-               "hand_detector": 0},  # preset robust
+    "robust": preset_changes("robust"),
     "camera": {"hand_detector": 0},  # camera shifts (the default's recipe) without the hand detector
     "mirror-only": {**STUDIO, "mirror": 0.5, "hand_detector": 0},
     # camera with more of the shifts camera+hands still misses (occlusion, rotation, salt-and-pepper)
@@ -61,10 +68,9 @@ RECIPES.update({f"{name}+hands": {**overrides, "hand_detector": TrainConfig().ha
                 for name, overrides in list(RECIPES.items()) if "mirror" not in overrides})
 RECIPES["camera+hands4"] = {**RECIPES["camera+hands"], "hand_detector": 4}  # the smallest detector: 0.3 M MACs
 ARCHITECTURE_OVERRIDES = {"seed_cnn": {"dropout": 0.3}, "tiny_cnn": {"dropout": 0.1}}
-ARCHITECTURES = ("bn_cnn", "bn_cnn16", "bn_cnn16_late", "slim_cnn", "sep_cnn", "sym_cnn", "seed_cnn", "tiny_cnn")
 CANDIDATES: dict[str, tuple[str, dict]] = {
     f"{arch}/{recipe}": (arch, {**ARCHITECTURE_OVERRIDES.get(arch, {}), **overrides})
-    for arch in ARCHITECTURES for recipe, overrides in RECIPES.items()
+    for arch in ARCHITECTURE_NAMES for recipe, overrides in RECIPES.items()
 }
 DEFAULT_CANDIDATES = ["bn_cnn/previous:1", "bn_cnn/camera:1", "bn_cnn/robust:1", "bn_cnn16/previous:1",
                       "bn_cnn16/robust", "seed_cnn/camera:1", "tiny_cnn/robust:1"]
@@ -132,7 +138,7 @@ def run_trial(name: str, seed: int, dataset, holdout, csv_path: Path, workdir: P
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", nargs="*", default=DEFAULT_CANDIDATES,
-                        help=f"<architecture>/<recipe> from {list(ARCHITECTURES)} x {list(RECIPES)}; "
+                        help=f"<architecture>/<recipe> from {list(ARCHITECTURE_NAMES)} x {list(RECIPES)}; "
                              "name:N runs that one on N seeds")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per candidate unless name:N says otherwise")
     parser.add_argument("--epochs", type=int, default=None, help="override every candidate's epochs (quick looks)")
