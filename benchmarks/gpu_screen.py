@@ -43,7 +43,7 @@ def build_pack(path: Path) -> None:
     from benchmarks.model_pareto import holdout_split
     from sign_model.data import load_dataset
     from sign_model.robustness import GATE_SEVERITY, KINDS, perturb, stress_rows
-    from sign_model.split import grouped_split
+    from sign_model.split import grouped_split, near_copy_groups
     from sign_model.train import to_indices
     import tempfile
 
@@ -54,7 +54,8 @@ def build_pack(path: Path) -> None:
     fit_x, fit_labels = full.images[fit_idx], full.labels[fit_idx]
     hold_x = full.images[hold_idx]
     pack = {"fit_x": fit_x.astype(np.uint8), "fit_y": to_indices(fit_labels),
-            "hold_x": hold_x.astype(np.uint8), "hold_y": to_indices(full.labels[hold_idx])}
+            "hold_x": hold_x.astype(np.uint8), "hold_y": to_indices(full.labels[hold_idx]),
+            "hold_groups": near_copy_groups(hold_x, full.labels[hold_idx])}
     for seed in range(3):
         pack[f"train_idx_{seed}"], pack[f"val_idx_{seed}"] = grouped_split(fit_x, fit_labels, 0.1, seed)
     rows = stress_rows(len(hold_x), 3000, 0)
@@ -199,8 +200,12 @@ RECIPES = {
 
 
 def train_one(net, data: dict, seed: int, recipe: dict, epochs: int, teacher=None, kd_alpha: float = 0.5,
-              kd_temperature: float = 4.0, ema_decay: float = 0.999):
-    """Train like sign_model.train; returns (selected net, EMA net, info)."""
+              kd_temperature: float = 4.0, ema_decay: float = 0.999, offline: bool = False, rng_seed: int | None = None):
+    """Train like sign_model.train; returns (selected net, EMA net, info).
+
+    With a teacher, the loss adds distillation: online, the teacher sees each augmented batch;
+    offline, its soft targets are computed once on the clean training images and each augmented
+    copy learns its clean image's targets (no teacher pass during training)."""
     import copy
 
     import torch
@@ -208,7 +213,7 @@ def train_one(net, data: dict, seed: int, recipe: dict, epochs: int, teacher=Non
 
     dev = data["x"].device
     g = torch.Generator(device=dev)
-    g.manual_seed(seed)
+    g.manual_seed(seed if rng_seed is None else rng_seed)  # seed picks the validation split
     train_idx, val_idx = data[f"train_idx_{seed}"], data[f"val_idx_{seed}"]
     steps_per_epoch = math.ceil(len(train_idx) / 128)
     total, warmup = epochs * steps_per_epoch, steps_per_epoch
@@ -228,11 +233,18 @@ def train_one(net, data: dict, seed: int, recipe: dict, epochs: int, teacher=Non
     select_from = int(epochs * 0.6)
     best, best_loss, waited, step = None, math.inf, 0, 0
     x_val, y_val = data["x"][val_idx], data["y"][val_idx]
+    soft_all = None
+    if teacher is not None and offline:
+        teacher.eval()
+        with torch.no_grad():
+            soft_all = torch.cat([F.softmax(teacher(data["x"][i:i + 2048] / 255.0) / kd_temperature, dim=1)
+                                  for i in range(0, len(data["x"]), 2048)])
     for epoch in range(epochs):
         net.train()
         order = train_idx[torch.randperm(len(train_idx), generator=g, device=dev)]
         xs = augment(data["x"][order], g, recipe, 1 / 3 if epoch >= tail_from else 1.0) / 255.0
         ys = data["y"][order]
+        softs = soft_all[order] if soft_all is not None else None
         for start in range(0, len(order), 128):
             xb, yb = xs[start:start + 128], ys[start:start + 128]
             for group in opt.param_groups:
@@ -240,8 +252,11 @@ def train_one(net, data: dict, seed: int, recipe: dict, epochs: int, teacher=Non
             logits = net(xb)
             loss = F.cross_entropy(logits, yb, label_smoothing=0.05)
             if teacher is not None:
-                with torch.no_grad():
-                    soft = F.softmax(teacher(xb) / kd_temperature, dim=1)
+                if softs is not None:
+                    soft = softs[start:start + 128]
+                else:
+                    with torch.no_grad():
+                        soft = F.softmax(teacher(xb) / kd_temperature, dim=1)
                 kd = F.kl_div(F.log_softmax(logits / kd_temperature, dim=1), soft, reduction="batchmean")
                 loss = (1 - kd_alpha) * loss + kd_alpha * kd_temperature ** 2 * kd
             opt.zero_grad(set_to_none=True)
@@ -297,15 +312,27 @@ def predict(net, x):
         return torch.cat([net(x[i:i + 2048] / 255.0).argmax(1) for i in range(0, len(x), 2048)])
 
 
+def groups_wrong(right, groups) -> int:
+    """Near-copy groups of the holdout (one source photo each) that the model gets mostly wrong."""
+    import torch
+
+    ids, inverse = torch.unique(groups, return_inverse=True)
+    wrong = torch.zeros(len(ids), device=groups.device).index_add_(0, inverse, (~right).float())
+    size = torch.zeros(len(ids), device=groups.device).index_add_(0, inverse, torch.ones_like(wrong[inverse]))
+    return int((wrong > size / 2).sum())
+
+
 def scores(net, data: dict) -> dict:
-    clean = float((predict(net, data["hold_x"]) == data["hold_y"]).float().mean())
+    right = predict(net, data["hold_x"]) == data["hold_y"]
+    clean = float(right.float().mean())
     kinds = {}
     for kind, x in data["shifts"].items():
         if kind == "mirror":  # the hand detector un-mirrors; measured on its own
             continue
         kinds[kind] = float((predict(net, x) == data["stress_y"]).float().mean())
     worst = min(kinds, key=kinds.get)
-    return {"clean": clean, "robust_mean": float(np.mean(list(kinds.values()))), "worst_kind": worst,
+    extra = {"groups_wrong": groups_wrong(right, data["hold_groups"])} if "hold_groups" in data else {}
+    return {"clean": clean, **extra, "robust_mean": float(np.mean(list(kinds.values()))), "worst_kind": worst,
             "worst": kinds[worst], "kinds": kinds}
 
 
@@ -357,6 +384,26 @@ def jobs_round2() -> list[dict]:
     return out
 
 
+def jobs_round3() -> list[dict]:
+    """Third round: distillation without a teacher pass (soft targets of the clean images, computed
+    once), against online distillation and hard labels, for the cheap model and for bn32 itself."""
+    out = [{"arch": "bn32", "recipe": "camera", "epochs": 20, "seed": seed,
+            "students": ["bn16-late", "bn16-late@offline", "bn32@offline"]} for seed in range(3)]
+    out += [{"arch": "bn16-late", "recipe": "camera", "epochs": 20, "seed": seed} for seed in range(3)]
+    out += [{"arch": "bn32", "recipe": "camera", "epochs": 20, "seed": seed,
+             "students": ["bn16-late@offline:0.9"]} for seed in range(3)]
+    return out
+
+
+def jobs_round4() -> list[dict]:
+    """Fourth round: round three's comparison again on other initialisations (same three
+    validation splits), plus offline distillation at temperature 2."""
+    out = [{"arch": "bn32", "recipe": "camera", "epochs": 20, "seed": seed, "init": seed + 10,
+            "students": ["bn16-late@offline", "bn32@offline", "bn16-late@offline:0.5:2"]} for seed in range(3)]
+    out += [{"arch": "bn16-late", "recipe": "camera", "epochs": 20, "seed": seed, "init": seed + 10} for seed in range(3)]
+    return out
+
+
 def load_data(pack_path: Path, device: str) -> dict:
     import torch
 
@@ -368,6 +415,8 @@ def load_data(pack_path: Path, device: str) -> dict:
     data = {"x": tensor(pack["fit_x"])[:, None], "y": tensor(pack["fit_y"], torch.long),
             "hold_x": tensor(pack["hold_x"])[:, None], "hold_y": tensor(pack["hold_y"], torch.long)}
     data["stress_y"] = data["hold_y"][tensor(pack["stress_rows"], torch.long)]
+    if "hold_groups" in pack.files:
+        data["hold_groups"] = tensor(pack["hold_groups"], torch.long)
     data["shifts"] = {k[len("shift_"):]: tensor(pack[k])[:, None] for k in pack.files if k.startswith("shift_")}
     for seed in range(3):
         data[f"train_idx_{seed}"] = tensor(pack[f"train_idx_{seed}"], torch.long)
@@ -378,23 +427,31 @@ def load_data(pack_path: Path, device: str) -> dict:
 def run_job(job: dict, data: dict) -> list[dict]:
     import torch
 
-    torch.manual_seed(job["seed"])
+    init = job.get("init", job["seed"])  # initialisation and augmentation draws; "seed" picks the split
+    torch.manual_seed(init)
     recipe = RECIPES[job["recipe"]]
     results = []
     started = time.perf_counter()
     net = build_net(ARCHS[job["arch"]]).to(data["x"].device)
-    net, ema, info = train_one(net, data, job["seed"], recipe, job["epochs"])
-    base = {"arch": job["arch"], "recipe": job["recipe"], "epochs": job["epochs"], "seed": job["seed"],
+    net, ema, info = train_one(net, data, job["seed"], recipe, job["epochs"], rng_seed=init)
+    base = {"arch": job["arch"], "recipe": job["recipe"], "epochs": job["epochs"], "seed": job["seed"], "init": init,
             "macs_m": count_macs(net), "params": sum(p.numel() for p in net.parameters()), **info}
     results.append({**base, "variant": "selected", "seconds": time.perf_counter() - started, **scores(net, data)})
     results.append({**base, "variant": "ema", **scores(ema, data)})
-    for student_arch in job.get("students", []):
+    for student in job.get("students", []):  # "arch", "arch@offline", "arch@offline:alpha[:temperature]"
+        student_arch, _, mode = student.partition("@")
+        mode, _, alpha = mode.partition(":")
+        alpha, _, temperature = alpha.partition(":")
         started = time.perf_counter()
-        torch.manual_seed(job["seed"])
+        torch.manual_seed(init)
         student = build_net(ARCHS[student_arch]).to(data["x"].device)
         net.eval()
-        student, s_ema, s_info = train_one(student, data, job["seed"], recipe, job["epochs"], teacher=net)
-        s_base = {"arch": student_arch, "recipe": job["recipe"] + "+kd", "epochs": job["epochs"], "seed": job["seed"],
+        student, s_ema, s_info = train_one(student, data, job["seed"], recipe, job["epochs"], teacher=net,
+                                           kd_alpha=float(alpha or 0.5), kd_temperature=float(temperature or 4),
+                                           offline=mode == "offline", rng_seed=init)
+        tag = ("+kd" + ("-offline" if mode == "offline" else "") + (f"{float(alpha):g}" if alpha else "")
+               + (f"-T{float(temperature):g}" if temperature else ""))
+        s_base = {"arch": student_arch, "recipe": job["recipe"] + tag, "epochs": job["epochs"], "seed": job["seed"], "init": init,
                   "macs_m": count_macs(student), "params": sum(p.numel() for p in student.parameters()), **s_info}
         results.append({**s_base, "variant": "selected", "seconds": time.perf_counter() - started,
                         **scores(student, data)})
@@ -431,14 +488,16 @@ def summarise(path: Path) -> None:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["arch"], r["recipe"], r["epochs"], r["variant"]), []).append(r)
-    print("| arch | recipe | epochs | weights | M MACs | runs (seeds) | clean % mean / worst | robust mean % | worst kind % |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| arch | recipe | epochs | weights | M MACs | runs (seeds) | clean % mean / worst | holdout groups wrong | robust mean % | worst kind % |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for (arch, recipe, epochs, variant), rs in sorted(groups.items()):
         clean = [r["clean"] for r in rs]
         worst = min(rs, key=lambda r: r["worst"])
-        seeds = ",".join(str(s) for s in sorted({r["seed"] for r in rs}))
+        seeds = ",".join(str(s) for s in sorted({r.get("init", r["seed"]) for r in rs}))
         print(f"| {arch} | {recipe} | {epochs} | {variant} | {rs[0]['macs_m']:.2f} | {len(rs)} ({seeds}) | "
-              f"{100 * np.mean(clean):.2f} / {100 * min(clean):.2f} | {100 * np.mean([r['robust_mean'] for r in rs]):.2f} | "
+              f"{100 * np.mean(clean):.2f} / {100 * min(clean):.2f} | "
+              f"{'/'.join(str(r['groups_wrong']) for r in rs) if all('groups_wrong' in r for r in rs) else '-'} | "
+              f"{100 * np.mean([r['robust_mean'] for r in rs]):.2f} | "
               f"{worst['worst_kind']} {100 * worst['worst']:.1f} |")
 
 
@@ -451,7 +510,7 @@ def main() -> None:
     p_run.add_argument("pack", type=Path)
     p_run.add_argument("--out", type=Path, default=Path("screen.jsonl"))
     p_run.add_argument("--workers", type=int, default=6)
-    p_run.add_argument("--round", type=int, default=1, choices=(1, 2), help="which job list")
+    p_run.add_argument("--round", type=int, default=1, choices=(1, 2, 3, 4), help="which job list")
     p_run.add_argument("--seconds", type=float, default=400, help="start no job after this")
     p_run.add_argument("--device", default="cuda")
     p_run.add_argument("--limit", type=int, default=0, help="only the first N jobs (a local dry run)")
@@ -468,7 +527,7 @@ def main() -> None:
         return
     import multiprocessing as mp
 
-    job_list = (jobs() if args.round == 1 else jobs_round2())[: args.limit or None]
+    job_list = {1: jobs, 2: jobs_round2, 3: jobs_round3, 4: jobs_round4}[args.round]()[: args.limit or None]
     if args.epochs:
         job_list = [{**j, "epochs": args.epochs} for j in job_list]
     deadline = time.time() + args.seconds
