@@ -200,12 +200,15 @@ RECIPES = {
 
 
 def train_one(net, data: dict, seed: int, recipe: dict, epochs: int, teacher=None, kd_alpha: float = 0.5,
-              kd_temperature: float = 4.0, ema_decay: float = 0.999, offline: bool = False, rng_seed: int | None = None):
+              kd_temperature: float = 4.0, ema_decay: float = 0.999, offline: bool = False, rng_seed: int | None = None,
+              mix: bool = False):
     """Train like sign_model.train; returns (selected net, EMA net, info).
 
     With a teacher, the loss adds distillation: online, the teacher sees each augmented batch;
     offline, its soft targets are computed once on the clean training images and each augmented
-    copy learns its clean image's targets (no teacher pass during training)."""
+    copy learns its clean image's targets (no teacher pass during training). With mix (offline
+    too), the target itself is mixed: (1 - alpha) x the smoothed label + alpha x the teacher's
+    soft targets, learnt with plain cross-entropy at temperature 1."""
     import copy
 
     import torch
@@ -234,7 +237,7 @@ def train_one(net, data: dict, seed: int, recipe: dict, epochs: int, teacher=Non
     best, best_loss, waited, step = None, math.inf, 0, 0
     x_val, y_val = data["x"][val_idx], data["y"][val_idx]
     soft_all = None
-    if teacher is not None and offline:
+    if teacher is not None and (offline or mix):
         teacher.eval()
         with torch.no_grad():
             soft_all = torch.cat([F.softmax(teacher(data["x"][i:i + 2048] / 255.0) / kd_temperature, dim=1)
@@ -250,8 +253,12 @@ def train_one(net, data: dict, seed: int, recipe: dict, epochs: int, teacher=Non
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
             logits = net(xb)
-            loss = F.cross_entropy(logits, yb, label_smoothing=0.05)
-            if teacher is not None:
+            if mix:
+                target = (1 - kd_alpha) * (F.one_hot(yb, 24) * 0.95 + 0.05 / 24) + kd_alpha * softs[start:start + 128]
+                loss = F.cross_entropy(logits, target)
+            else:
+                loss = F.cross_entropy(logits, yb, label_smoothing=0.05)
+            if teacher is not None and not mix:
                 if softs is not None:
                     soft = softs[start:start + 128]
                 else:
@@ -404,6 +411,16 @@ def jobs_round4() -> list[dict]:
     return out
 
 
+def jobs_round5() -> list[dict]:
+    """Fifth round: mixed soft targets (plain cross-entropy, no custom loss) against offline
+    distillation, on new initialisations."""
+    out = [{"arch": "bn32", "recipe": "camera", "epochs": 20, "seed": seed, "init": seed + 20,
+            "students": ["bn16-late@offline", "bn16-late@mix:0.5:2", "bn16-late@mix:0.5:4", "bn32@mix:0.5:2"]}
+           for seed in range(3)]
+    out += [{"arch": "bn16-late", "recipe": "camera", "epochs": 20, "seed": seed, "init": seed + 20} for seed in range(3)]
+    return out
+
+
 def load_data(pack_path: Path, device: str) -> dict:
     import torch
 
@@ -448,8 +465,8 @@ def run_job(job: dict, data: dict) -> list[dict]:
         net.eval()
         student, s_ema, s_info = train_one(student, data, job["seed"], recipe, job["epochs"], teacher=net,
                                            kd_alpha=float(alpha or 0.5), kd_temperature=float(temperature or 4),
-                                           offline=mode == "offline", rng_seed=init)
-        tag = ("+kd" + ("-offline" if mode == "offline" else "") + (f"{float(alpha):g}" if alpha else "")
+                                           offline=mode == "offline", rng_seed=init, mix=mode == "mix")
+        tag = ("+kd" + {"offline": "-offline", "mix": "-mix"}.get(mode, "") + (f"{float(alpha):g}" if alpha else "")
                + (f"-T{float(temperature):g}" if temperature else ""))
         s_base = {"arch": student_arch, "recipe": job["recipe"] + tag, "epochs": job["epochs"], "seed": job["seed"], "init": init,
                   "macs_m": count_macs(student), "params": sum(p.numel() for p in student.parameters()), **s_info}
@@ -510,7 +527,7 @@ def main() -> None:
     p_run.add_argument("pack", type=Path)
     p_run.add_argument("--out", type=Path, default=Path("screen.jsonl"))
     p_run.add_argument("--workers", type=int, default=6)
-    p_run.add_argument("--round", type=int, default=1, choices=(1, 2, 3, 4), help="which job list")
+    p_run.add_argument("--round", type=int, default=1, choices=(1, 2, 3, 4, 5), help="which job list")
     p_run.add_argument("--seconds", type=float, default=400, help="start no job after this")
     p_run.add_argument("--device", default="cuda")
     p_run.add_argument("--limit", type=int, default=0, help="only the first N jobs (a local dry run)")
@@ -527,7 +544,7 @@ def main() -> None:
         return
     import multiprocessing as mp
 
-    job_list = {1: jobs, 2: jobs_round2, 3: jobs_round3, 4: jobs_round4}[args.round]()[: args.limit or None]
+    job_list = {1: jobs, 2: jobs_round2, 3: jobs_round3, 4: jobs_round4, 5: jobs_round5}[args.round]()[: args.limit or None]
     if args.epochs:
         job_list = [{**j, "epochs": args.epochs} for j in job_list]
     deadline = time.time() + args.seconds

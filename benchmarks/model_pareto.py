@@ -2,6 +2,10 @@
 
     .venv/bin/python benchmarks/model_pareto.py                      # the README's table
     .venv/bin/python benchmarks/model_pareto.py --candidates bn_cnn16 --seeds 1   # one row, quicker
+    # distillation: keep a teacher's ONNX file, then teach the candidates with it
+    PARETO_KEEP=/tmp/keep .venv/bin/python benchmarks/model_pareto.py --candidates bn_cnn/camera+hands:1
+    .venv/bin/python benchmarks/model_pareto.py --candidates bn_cnn16_late/camera+hands4 \
+        --teacher /tmp/keep/bn_cnn-camera+hands-0.onnx
 
 Data: the real Kaggle training file (../shared) split once into a fit part and a grouped
 holdout (20 %, near-copy groups never straddle; the same holdout for every row). Synthetic data
@@ -105,8 +109,10 @@ def scorer_rows_per_second(csv_path: Path, onnx_path: Path, workdir: Path) -> fl
                for _ in range(2))
 
 
-def run_trial(name: str, seed: int, dataset, holdout, csv_path: Path, workdir: Path, epochs: int | None) -> Trial:
+def run_trial(name: str, seed: int, dataset, holdout, csv_path: Path, workdir: Path, epochs: int | None,
+              teacher=None) -> Trial:
     from sign_model import export
+    from sign_model.distill import teacher_probabilities
     from sign_model.robustness import robustness_report
     from sign_model.train import epoch_progress, to_indices, train_model
     from sign_model.train_config import resolve_config
@@ -115,9 +121,12 @@ def run_trial(name: str, seed: int, dataset, holdout, csv_path: Path, workdir: P
     overrides = {**overrides, "architecture": architecture, "seed": seed}
     if epochs:
         overrides["epochs"] = epochs
+    if teacher:
+        overrides["teacher"] = teacher.path
     config = resolve_config("default", overrides)
     result = train_model(dataset, config, callbacks=[epoch_progress(config.epochs, lambda line: print(f"  {name}: {line}",
-                                                                                                   flush=True))])
+                                                                                                   flush=True))],
+                         teacher=teacher_probabilities(teacher) if teacher else None)
     out = workdir / f"{name.replace('/', '-')}-{seed}"
     fp32 = export.keras_to_onnx(result.model, out / "model.onnx", export.model_metadata(None, None))
     holdout_true = to_indices(holdout.labels)
@@ -143,9 +152,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per candidate unless name:N says otherwise")
     parser.add_argument("--epochs", type=int, default=None, help="override every candidate's epochs (quick looks)")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds run from this one (to add seeds to a study)")
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="distil every candidate from this ONNX model (sign_model/distill.py); it must have been "
+                             "trained on the fit part only, e.g. a file PARETO_KEEP kept from an earlier run")
     args = parser.parse_args()
 
     from sign_model.data import SignDataset, load_dataset
+    from sign_model.distill import load_teacher
     from sign_model.quiet import quiet_tensorflow
 
     quiet_tensorflow()
@@ -157,6 +170,8 @@ def main() -> None:
         fit = SignDataset(full.images[fit_idx], full.labels[fit_idx], "fit", full.digest)
         holdout = SignDataset(full.images[holdout_idx], full.labels[holdout_idx], "holdout", full.digest)
         print(f"data: {source}; fit {len(fit)} rows, grouped holdout {len(holdout)} rows", flush=True)
+        teacher = load_teacher(str(args.teacher), "", workdir / "teacher") if args.teacher else None
+        taught = f" taught by {args.teacher.stem}" if teacher else ""
         rows = []
         for spec in args.candidates:
             name, _, count = spec.partition(":")
@@ -165,11 +180,11 @@ def main() -> None:
             trials = []
             for seed in range(args.first_seed, args.first_seed + int(count or args.seeds)):
                 started = time.perf_counter()
-                trial = run_trial(name, seed, fit, holdout, csv_path, workdir, args.epochs)
+                trial = run_trial(name, seed, fit, holdout, csv_path, workdir, args.epochs, teacher)
                 trials.append(trial)
                 print(f"{name} seed {seed}: {trial} ({time.perf_counter() - started:.0f} s)", flush=True)
             worst = min(trials, key=lambda t: t.robust_worst)
-            rows.append([f"{name} ({len(trials)} seed{'s' if len(trials) > 1 else ''})", f"{trials[0].macs / 1e6:.2f}", f"{trials[0].params:,}",
+            rows.append([f"{name}{taught} ({len(trials)} seed{'s' if len(trials) > 1 else ''})", f"{trials[0].macs / 1e6:.2f}", f"{trials[0].params:,}",
                          f"{np.mean([t.seconds for t in trials]):.0f}",
                          f"{100 * np.mean([t.accuracy for t in trials]):.2f}",
                          f"{100 * min(t.accuracy for t in trials):.2f}",

@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger, task
 from flows import rename_flow_run
 from sign_model import pipeline
 from sign_model.config import Paths, default_paths
+from sign_model.distill import Teacher
 from sign_model.gate import GatePolicy
 from sign_model.results import (DataFiles, Evaluated, Exported, Promotion, Registered, Robustness, RunRecord, Trained,
                                 TrainingResult, Validated)
@@ -68,6 +69,11 @@ def publish_result(result: TrainingResult, mlflow_url: str) -> None:
     create_link_artifact(mlflow_url, link_text=f"MLflow run {result.run_id}", key="mlflow-run")
 
 
+@task  # no retries: a teacher that cannot be loaded is a config error
+def find_teacher(config: TrainConfig, experiment: str, cache_dir: str) -> Teacher | None:
+    return pipeline.find_teacher(config, experiment, Path(cache_dir))
+
+
 @task
 def validate_data(run_id: str, files: DataFiles, report_path: str) -> Validated:
     return pipeline.validate_step(run_id, files, Path(report_path))
@@ -79,8 +85,8 @@ def explore_data(run_id: str, files: DataFiles, out_dir: str) -> list[str]:
 
 
 @task(log_prints=False)  # the per-epoch progress lines go straight to the console
-def train_model(run_id: str, files: DataFiles, config: TrainConfig, out_dir: str) -> Trained:
-    return pipeline.train_step(run_id, files, config, Path(out_dir))
+def train_model(run_id: str, files: DataFiles, config: TrainConfig, out_dir: str, teacher: Teacher | None) -> Trained:
+    return pipeline.train_step(run_id, files, config, Path(out_dir), teacher)
 
 
 @task
@@ -135,6 +141,9 @@ def training_flow(train: str | None = None, test: str | None = None, preset: str
     if not needed:
         logger.info("Skipping retraining: %s. Pass force=True to retrain anyway.", reason)
         return TrainingResult(skipped=True, reason=reason, data=files)
+    teacher = find_teacher(config, experiment, str(paths.model_cache))  # refused here, before a run exists
+    if config.teacher:
+        logger.info("distil: from %s", teacher.source if teacher else pipeline.NO_CHAMPION_TEACHER)
     name = pipeline.run_name(preset, files, datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"))
     prefect_tags = name_this_flow_run(name)
     run_id = start_run(files, config, experiment, name, prefect_tags)
@@ -145,7 +154,7 @@ def training_flow(train: str | None = None, test: str | None = None, preset: str
     explore_data(run_id, files, str(out / "figures"))
     logger.info("explore: figures in %s", out / "figures")
     logger.info("train: %s, %d epochs", config.architecture, config.epochs)
-    trained = train_model(run_id, files, config, str(out / "model"))
+    trained = train_model(run_id, files, config, str(out / "model"), teacher)
     logger.info("train: grouped-validation accuracy %.4f in %.0f s", trained.val_accuracy, trained.train_seconds)
     evaluated = evaluate_model(run_id, files, trained, str(out / "evaluation"))
     logger.info("evaluate: test accuracy %.4f, macro-F1 %.4f", evaluated.test_accuracy, evaluated.test_macro_f1)

@@ -230,6 +230,7 @@ def train(
         prefect_console_without_tracebacks()
     from flows.training import training_flow
     from sign_model.data import DataFormatError
+    from sign_model.distill import TeacherError
     from sign_model.export import ParityError
     from sign_model.pipeline import RegistrationFailed, ValidationFailed
     from sign_model.tracking import TrackingUnavailable
@@ -240,6 +241,8 @@ def train(
                                accuracy_floor=accuracy_floor, tolerance=tolerance, int8=int8,
                                force=not skip_if_unchanged, robust_mean_floor=robust_mean_floor,
                                robust_worst_floor=robust_worst_floor, robust_tolerance=robust_tolerance)
+    except TeacherError as exc:
+        _fail(str(exc), 2)
     except (ValidationFailed, RegistrationFailed, TrackingUnavailable, FileNotFoundError, DataFormatError,
             ParityError) as exc:
         _fail(str(exc))

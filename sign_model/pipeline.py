@@ -24,6 +24,7 @@ from sign_model.results import (DataFiles, Evaluated, Exported, Int8, Parity, Pr
 from sign_model.train_config import TrainConfig
 
 if TYPE_CHECKING:
+    from sign_model.distill import Teacher
     from sign_model.registry import GatePolicy
 
 log = logging.getLogger(__name__)
@@ -123,16 +124,44 @@ def explore_step(run_id: str, files: DataFiles, out_dir: Path) -> list[str]:
     return [str(p) for p in paths]
 
 
-def train_step(run_id: str, files: DataFiles, config: TrainConfig, out_dir: Path) -> Trained:
+NO_CHAMPION_TEACHER = "none: no champion yet, trained on labels alone"
+
+
+def find_teacher(config: TrainConfig, experiment: str, cache_dir: Path) -> "Teacher | None":
+    """The model `config.teacher` names, resolved before anything trains (TeacherError when it
+    cannot be used); None without a teacher, and for "champion" while there is none yet."""
+    from sign_model.distill import CHAMPION_TEACHER, load_teacher
+    from sign_model.registry import CHAMPION, ONNX_MODEL, version_by_alias
+
+    if not config.teacher:
+        return None
+    if config.teacher != CHAMPION_TEACHER:
+        return load_teacher(config.teacher, "", cache_dir)
+    tracking.configure(experiment)
+    champion = version_by_alias(ONNX_MODEL, CHAMPION)
+    if champion is None:
+        log.warning("teacher: champion, but there is no champion yet; this run trains on labels alone")
+        return None
+    return load_teacher(f"models:/{ONNX_MODEL}/{champion.version}", f"champion {ONNX_MODEL} v{champion.version}",
+                        cache_dir)
+
+
+def train_step(run_id: str, files: DataFiles, config: TrainConfig, out_dir: Path,
+               teacher: "Teacher | None" = None) -> Trained:
     """Train on the training file (grouped validation inside); log curves and the Keras model."""
+    from sign_model.distill import teacher_probabilities
     from sign_model.train import epoch_progress, save_training_outputs, train_model
 
     train = load_dataset(files.train)
     with tracking.resume_run(run_id):
         tracking.log_dataset(train.images, train.labels, files.train, train.digest, "train", "training")
+        if config.teacher:  # which model taught this one (the param says what was asked for)
+            mlflow.set_tags({"distill_teacher": teacher.source if teacher else NO_CHAMPION_TEACHER,
+                             **({"distill_teacher_sha256": teacher.sha256} if teacher else {})})
         # MLflow's own Keras callback logs train/loss, train/accuracy, val/loss, val/accuracy per
         # epoch (step = epoch, from 0); one progress line per epoch goes to the console/run log.
-        result = train_model(train, config, callbacks=[tracking.epoch_metrics_callback(), epoch_progress(config.epochs)])
+        result = train_model(train, config, callbacks=[tracking.epoch_metrics_callback(), epoch_progress(config.epochs)],
+                             teacher=teacher_probabilities(teacher) if teacher else None)
         mlflow.flush_async_logging()
         saved = save_training_outputs(result, config, out_dir)
         mlflow.log_metrics({"train/best_epoch": result.best_epoch, "val/best_accuracy": result.val_accuracy,
@@ -145,7 +174,7 @@ def train_step(run_id: str, files: DataFiles, config: TrainConfig, out_dir: Path
         mlflow.log_artifact(str(saved["history"]), "training")
         model_uri = _log_keras_model(result.model, train.images[:2])
     return Trained(str(saved["model"]), str(saved["history"]), model_uri, result.val_accuracy, result.train_seconds,
-                   result.hand.reason if result.hand is not None else "")
+                   result.hand.reason if result.hand is not None else "", teacher.source if teacher else "")
 
 
 def _log_keras_model(model, example: np.ndarray) -> str:
@@ -324,6 +353,9 @@ def _register(record: RunRecord) -> Registered:
     architecture = params.get("architecture", "?")
     if run_data.metrics.get("hand/used"):
         architecture += f" behind a left-hand detector (width {params.get('hand_detector')})"
+    teacher = run_data.tags.get("distill_teacher", "")
+    if teacher and teacher != NO_CHAMPION_TEACHER:
+        architecture += f", distilled from {teacher}"
     registry.describe(registry.KERAS_MODEL, keras_v.version, registry.model_card(common, architecture))
     registry.describe(registry.ONNX_MODEL, onnx_v.version, registry.model_card(onnx_tags, architecture))
     if "int8_version" in onnx_tags:

@@ -70,6 +70,8 @@ def result_rows(result: TrainingResult) -> list[tuple[str, str]]:
             ("training seconds", f"{trained.train_seconds:.0f}")]
     if trained.hand_detector:
         rows.append(("left-hand detector", trained.hand_detector))
+    if trained.teacher:
+        rows.append(("distilled from", trained.teacher))
     if result.robustness is not None:
         rb = result.robustness
         rows.append(("robustness (moderate shifts)",

@@ -38,6 +38,7 @@ class Trained:
     val_accuracy: float
     train_seconds: float
     hand_detector: str = ""  # what the left-hand detector's check found ("" = none trained)
+    teacher: str = ""  # the model it was distilled from ("" = trained on labels alone)
 
 
 @dataclass(frozen=True)

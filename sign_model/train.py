@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -76,8 +76,12 @@ def _optimizer(config: TrainConfig, steps_per_epoch: int):
 
 
 def _datasets(images: np.ndarray, targets: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
-              config: TrainConfig):
+              config: TrainConfig, soft: np.ndarray | None = None):
+    """The augmented training stream and the clean validation set; with a teacher's soft targets
+    (one row per training row), the training targets mix them in, the validation ones do not."""
     import tensorflow as tf
+
+    from sign_model.distill import mixed_targets
 
     from sign_model.augment import photometric_augmenter
     from sign_model.model import build_augmenter
@@ -88,7 +92,8 @@ def _datasets(images: np.ndarray, targets: np.ndarray, train_idx: np.ndarray, va
     photometric = photometric_augmenter(config.mirror, config.noise_std, config.photometric, config.occlusion, strength)
     x = images[..., None].astype(np.float32)
     y = np.eye(NUM_CLASSES, dtype=np.float32)[targets]
-    train = (tf.data.Dataset.from_tensor_slices((x[train_idx], y[train_idx]))
+    y_train = y[train_idx] if soft is None else mixed_targets(y[train_idx], soft, config.distill_weight)
+    train = (tf.data.Dataset.from_tensor_slices((x[train_idx], y_train))
              .shuffle(len(train_idx), seed=config.seed, reshuffle_each_iteration=True)
              .batch(config.batch_size)
              .map(lambda a, b: (photometric(augmenter(a, training=True)), b), num_parallel_calls=tf.data.AUTOTUNE)
@@ -119,11 +124,16 @@ def epoch_progress(total_epochs: int, emit=print):
     return _EpochProgress()
 
 
-def train_model(dataset: SignDataset, config: TrainConfig, callbacks: list | None = None) -> TrainResult:
-    """Train on the grouped-split training part; keep the weights of the best validation epoch."""
+def train_model(dataset: SignDataset, config: TrainConfig, callbacks: list | None = None,
+                teacher: Callable[[np.ndarray], np.ndarray] | None = None) -> TrainResult:
+    """Train on the grouped-split training part; keep the weights of the best validation epoch.
+
+    `teacher` (images -> probabilities, e.g. `distill.teacher_probabilities`) makes the training
+    targets part soft targets (sign_model/distill.py); the caller resolves `config.teacher`."""
     import keras
 
     from sign_model.augment import augmentation_schedule
+    from sign_model.distill import soft_targets
     from sign_model.model import build_model
     from sign_model.split import grouped_split
 
@@ -131,7 +141,10 @@ def train_model(dataset: SignDataset, config: TrainConfig, callbacks: list | Non
     targets = to_indices(dataset.labels)
     train_idx, val_idx = grouped_split(dataset.images, dataset.labels, config.val_fraction, config.seed)
     log.info("grouped split: %d train rows, %d validation rows", len(train_idx), len(val_idx))
-    train_ds, val_ds, strength = _datasets(dataset.images, targets, train_idx, val_idx, config)
+    teacher_started = time.perf_counter()  # the teacher's one pass counts as training time
+    soft = soft_targets(teacher(dataset.images[train_idx]), config.distill_temperature) if teacher else None
+    teacher_seconds = time.perf_counter() - teacher_started
+    train_ds, val_ds, strength = _datasets(dataset.images, targets, train_idx, val_idx, config, soft)
     model = build_model(config.architecture, config.dropout)
     steps = int(np.ceil(len(train_idx) / config.batch_size))
     model.compile(
@@ -157,7 +170,7 @@ def train_model(dataset: SignDataset, config: TrainConfig, callbacks: list | Non
         model, hand = _add_hand_detector(model, dataset.images, train_idx, val_idx, config)
     return TrainResult(
         model=model, history=history, best_epoch=best + 1, train_rows=len(train_idx), val_rows=len(val_idx),
-        train_seconds=time.perf_counter() - start, val_accuracy=history["val_accuracy"][best],
+        train_seconds=time.perf_counter() - start + teacher_seconds, val_accuracy=history["val_accuracy"][best],
         val_loss=history["val_loss"][best], hand=hand,
     )
 

@@ -52,6 +52,12 @@ class TrainConfig:
     # hands before the classifier sees them (0 = none); trained for hand_detector_epochs
     hand_detector: int = 16
     hand_detector_epochs: int = 12
+    # distillation (sign_model/distill.py): "" none, "champion" (the registered champion, when there
+    # is one) or a model the scorer accepts (.onnx file, models:/...); its probabilities softened at
+    # distill_temperature make up distill_weight of every training target
+    teacher: str = ""
+    distill_weight: float = 0.5
+    distill_temperature: float = 4.0
     val_fraction: float = 0.1
     early_stopping_patience: int = 4
     select_from_fraction: float = 0.6  # model selection/early stopping only in the low-LR tail
@@ -91,6 +97,9 @@ def _range_problems(c: TrainConfig) -> list[str]:
         (0 <= c.augment_tail < 1, "augment_tail must be in [0, 1)"),
         (0 <= c.hand_detector <= 64, "hand_detector must be 0 (none) or a width of 1-64"),
         (1 <= c.hand_detector_epochs <= 1_000, "hand_detector_epochs must be 1-1000"),
+        (c.teacher == c.teacher.strip(), "teacher must not start or end with spaces"),
+        (0 <= c.distill_weight < 1, "distill_weight must be in [0, 1)"),
+        (0.5 <= c.distill_temperature <= 20, "distill_temperature must be in [0.5, 20]"),
         (0 < c.val_fraction < 0.5, "val_fraction must be in (0, 0.5)"),
         (c.early_stopping_patience >= 1, "early_stopping_patience must be >= 1"),
         (0 <= c.select_from_fraction < 1, "select_from_fraction must be in [0, 1)"),
