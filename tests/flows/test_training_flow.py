@@ -204,3 +204,30 @@ def test_library_log_messages_reach_the_flow_run_log(flow_result):
     assert any(m.startswith("grouped split:") for m in by_logger.get("sign_model.train", []))
     assert any(m.startswith("robustness: moderate mean") for m in by_logger.get("sign_model.pipeline", []))
     assert any("as challenger" in m for m in by_logger.get("sign_model.registry", []))
+
+
+def test_the_champion_teaches_the_next_run_and_the_run_says_so(flow_result, flow_home):
+    """teacher: champion distils from the registered champion; its tag, the result and the model card name it."""
+    result, uri = flow_result
+    mlflow.set_tracking_uri(uri)
+    champion = version_by_alias(ONNX_MODEL, CHAMPION)
+    taught = training_flow(preset="smoke", overrides={**SMOKE, "teacher": "champion"}, home=str(flow_home),
+                           accuracy_floor=0.3, int8=False, robust_mean_floor=0.2, robust_worst_floor=0.0,
+                           robust_tolerance=1.0)
+    source = f"champion {ONNX_MODEL} v{champion.version}"
+    assert taught.trained.teacher == source
+    tags = mlflow.get_run(taught.run_id).data.tags
+    assert tags["distill_teacher"] == source and tags["distill_teacher_sha256"] == champion.tags["onnx_sha256"]
+    card = mlflow.MlflowClient().get_model_version(ONNX_MODEL, taught.registered.onnx_version).description
+    assert f"distilled from {source}" in card
+
+
+def test_a_teacher_that_cannot_be_loaded_stops_the_flow_before_a_run_exists(tmp_path, mlflow_store):
+    from sign_model.distill import TeacherError
+    from sign_model.pipeline import find_teacher
+    from sign_model.train_config import resolve_config
+
+    assert find_teacher(resolve_config("smoke", {"teacher": "champion"}), "empty", tmp_path) is None  # no champion yet
+    with pytest.raises(TeacherError, match="gone.onnx.*not found"):
+        training_flow(preset="smoke", overrides={"teacher": str(tmp_path / "gone.onnx")}, home=str(tmp_path / "home"))
+    assert mlflow.search_runs(experiment_names=["sign-language-mnist"], output_format="list") == []

@@ -136,3 +136,19 @@ def test_the_default_trains_for_cameras_and_left_hands_and_each_preset_says_what
     assert PRESETS["seed"].photometric == 0.0 and PRESETS["seed"].hand_detector == 0
     lite = {k for k, v in PRESETS["lite"].to_dict().items() if v != default.to_dict()[k]}
     assert lite == {"architecture", "hand_detector"} and 0 < PRESETS["lite"].hand_detector < default.hand_detector
+
+
+def test_a_teacher_the_flow_refuses_is_a_one_line_config_error(tmp_path, monkeypatch):
+    import flows.training
+    from sign_model.distill import TeacherError
+
+    def refusing_flow(**kwargs):
+        raise TeacherError(f"teacher {kwargs['overrides']['teacher']!r}: Model file not found")
+
+    monkeypatch.setattr(flows.training, "training_flow", refusing_flow)
+    monkeypatch.setattr("sign_model.quiet.quiet_tensorflow", lambda verbose=False: None)
+    path = tmp_path / "c.yaml"
+    path.write_text("teacher: /models/gone.onnx\n")
+    result = runner.invoke(app, ["train", "--preset", "smoke", "--config", str(path)])
+    assert result.exit_code == 2 and "teacher '/models/gone.onnx'" in result.output
+    assert "Traceback" not in result.output
