@@ -421,6 +421,18 @@ def jobs_round5() -> list[dict]:
     return out
 
 
+def jobs_round6() -> list[dict]:
+    """Sixth round: the product's method (mixed targets at T = 4, sign_model/distill.py) on six
+    more initialisations, for the cheap model and for bn32 taught by itself."""
+    out = []
+    for offset in (30, 40):
+        out += [{"arch": "bn32", "recipe": "camera", "epochs": 20, "seed": seed, "init": seed + offset,
+                 "students": ["bn16-late@mix:0.5:4", "bn32@mix:0.5:4"]} for seed in range(3)]
+        out += [{"arch": "bn16-late", "recipe": "camera", "epochs": 20, "seed": seed, "init": seed + offset}
+                for seed in range(3)]
+    return out
+
+
 def load_data(pack_path: Path, device: str) -> dict:
     import torch
 
@@ -527,7 +539,7 @@ def main() -> None:
     p_run.add_argument("pack", type=Path)
     p_run.add_argument("--out", type=Path, default=Path("screen.jsonl"))
     p_run.add_argument("--workers", type=int, default=6)
-    p_run.add_argument("--round", type=int, default=1, choices=(1, 2, 3, 4, 5), help="which job list")
+    p_run.add_argument("--round", type=int, default=1, choices=(1, 2, 3, 4, 5, 6), help="which job list")
     p_run.add_argument("--seconds", type=float, default=400, help="start no job after this")
     p_run.add_argument("--device", default="cuda")
     p_run.add_argument("--limit", type=int, default=0, help="only the first N jobs (a local dry run)")
@@ -544,7 +556,7 @@ def main() -> None:
         return
     import multiprocessing as mp
 
-    job_list = {1: jobs, 2: jobs_round2, 3: jobs_round3, 4: jobs_round4, 5: jobs_round5}[args.round]()[: args.limit or None]
+    job_list = {1: jobs, 2: jobs_round2, 3: jobs_round3, 4: jobs_round4, 5: jobs_round5, 6: jobs_round6}[args.round]()[: args.limit or None]
     if args.epochs:
         job_list = [{**j, "epochs": args.epochs} for j in job_list]
     deadline = time.time() + args.seconds
