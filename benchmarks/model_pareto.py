@@ -18,6 +18,8 @@ project's own `train_model` (its grouped validation split inside), export to ONN
 - grouped-holdout accuracy (mean and worst over seeds), and how many of the holdout's near-copy
   groups (one source photo each, ~165) a seed gets mostly wrong: one wrong group of 21-84 near
   copies costs 0.4-1.7 points, so clean accuracy moves in those steps;
+- the model's confidence on the holdout: mean top probability, and the share of rows under the
+  scorer's low-confidence threshold (a recipe that softens the outputs shows here);
 - the robustness suite (sign_model.robustness) on the holdout: mean over kinds at the moderate
   severity and the worst kind (worst over seeds);
 - scorer throughput in-process (serving.scorer.score_file, the summary's rows_per_second) on the
@@ -91,6 +93,8 @@ class Trial:
     worst_kind: str
     moderate: dict
     groups_wrong: int
+    mean_confidence: float
+    low_confidence: float
     macs: int
     params: int
     fp32_rows_s: float
@@ -120,6 +124,7 @@ def scorer_rows_per_second(csv_path: Path, onnx_path: Path, workdir: Path) -> fl
 
 def run_trial(name: str, seed: int, dataset, holdout, csv_path: Path, workdir: Path, epochs: int | None,
               teacher=None) -> Trial:
+    from serving.scorer import LOW_CONFIDENCE
     from sign_model import export
     from sign_model.distill import teacher_probabilities
     from sign_model.robustness import robustness_report
@@ -153,6 +158,7 @@ def run_trial(name: str, seed: int, dataset, holdout, csv_path: Path, workdir: P
     return Trial(result.train_seconds, float(right.mean()), report.mean, report.worst,
                  report.worst_kind, {k: round(v, 4) for k, v in report.at().items()},
                  groups_wrong(right, near_copy_groups(holdout.images, holdout.labels)),
+                 float(probs.max(1).mean()), float((probs.max(1) < LOW_CONFIDENCE).mean()),
                  export.onnx_macs(fp32), int(result.model.count_params()),
                  scorer_rows_per_second(csv_path, fp32, out), scorer_rows_per_second(csv_path, int8, out))
 
@@ -202,13 +208,15 @@ def main() -> None:
                          f"{100 * np.mean([t.accuracy for t in trials]):.2f}",
                          f"{100 * min(t.accuracy for t in trials):.2f}",
                          "/".join(str(t.groups_wrong) for t in trials),
+                         f"{np.mean([t.mean_confidence for t in trials]):.3f} / "
+                         f"{100 * np.mean([t.low_confidence for t in trials]):.1f}",
                          f"{100 * np.mean([t.robust_mean for t in trials]):.2f}",
                          f"{worst.worst_kind} {100 * worst.robust_worst:.1f}",
                          f"{np.median([t.fp32_rows_s for t in trials]):,.0f}",
                          f"{np.median([t.int8_rows_s for t in trials]):,.0f}"])
         print_table(f"Model Pareto study ({source}; grouped holdout {len(holdout)} rows; this machine)",
                     ["candidate", "M MACs/img", "params", "train s", "holdout acc % (mean)", "worst seed %",
-                     "groups wrong per seed",
+                     "groups wrong per seed", "holdout confidence mean / % low",
                      "robust mean % (moderate)", "worst kind % (worst seed)", "scorer rows/s fp32", "rows/s INT8"],
                     rows)
 

@@ -78,12 +78,12 @@ def _optimizer(config: TrainConfig, steps_per_epoch: int):
 def _datasets(images: np.ndarray, targets: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
               config: TrainConfig, soft: np.ndarray | None = None):
     """The augmented training stream and the clean validation set; with a teacher's soft targets
-    (one row per training row), the training targets mix them in, the validation ones do not."""
+    (one row per training row), the targets carry them (`distill.packed_targets`): the training
+    rows with weight distill_weight, the validation rows with weight 0 (labels alone)."""
     import tensorflow as tf
 
-    from sign_model.distill import mixed_targets
-
     from sign_model.augment import photometric_augmenter
+    from sign_model.distill import packed_targets
     from sign_model.model import build_augmenter
 
     augmenter = build_augmenter(config.rotation_deg, (config.width_shift, config.height_shift),
@@ -92,13 +92,15 @@ def _datasets(images: np.ndarray, targets: np.ndarray, train_idx: np.ndarray, va
     photometric = photometric_augmenter(config.mirror, config.noise_std, config.photometric, config.occlusion, strength)
     x = images[..., None].astype(np.float32)
     y = np.eye(NUM_CLASSES, dtype=np.float32)[targets]
-    y_train = y[train_idx] if soft is None else mixed_targets(y[train_idx], soft, config.distill_weight)
+    y_train, y_val = y[train_idx], y[val_idx]
+    if soft is not None:
+        y_train, y_val = packed_targets(y_train, soft, config.distill_weight), packed_targets(y_val, None, 0.0)
     train = (tf.data.Dataset.from_tensor_slices((x[train_idx], y_train))
              .shuffle(len(train_idx), seed=config.seed, reshuffle_each_iteration=True)
              .batch(config.batch_size)
              .map(lambda a, b: (photometric(augmenter(a, training=True)), b), num_parallel_calls=tf.data.AUTOTUNE)
              .prefetch(tf.data.AUTOTUNE))
-    val = tf.data.Dataset.from_tensor_slices((x[val_idx], y[val_idx])).batch(512).prefetch(tf.data.AUTOTUNE)
+    val = tf.data.Dataset.from_tensor_slices((x[val_idx], y_val)).batch(512).prefetch(tf.data.AUTOTUNE)
     return train, val, strength
 
 
@@ -133,7 +135,7 @@ def train_model(dataset: SignDataset, config: TrainConfig, callbacks: list | Non
     import keras
 
     from sign_model.augment import augmentation_schedule
-    from sign_model.distill import soft_targets
+    from sign_model.distill import distillation_loss, label_accuracy, soft_targets
     from sign_model.model import build_model
     from sign_model.split import grouped_split
 
@@ -147,11 +149,14 @@ def train_model(dataset: SignDataset, config: TrainConfig, callbacks: list | Non
     train_ds, val_ds, strength = _datasets(dataset.images, targets, train_idx, val_idx, config, soft)
     model = build_model(config.architecture, config.dropout)
     steps = int(np.ceil(len(train_idx) / config.batch_size))
-    model.compile(
-        optimizer=_optimizer(config, steps),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-        metrics=["accuracy"],
-    )
+    labels_only = {"loss": keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+                   "metrics": ["accuracy"]}
+    if soft is None:
+        model.compile(optimizer=_optimizer(config, steps), **labels_only)
+    else:
+        model.compile(optimizer=_optimizer(config, steps), loss=distillation_loss(config.label_smoothing,
+                                                                                  config.distill_temperature),
+                      metrics=[label_accuracy()])
     # Validation accuracy swings by points while the learning rate is high; selecting (or stopping)
     # there keeps a mid-schedule model (measured: 97.5 % vs 99.6 % on a grouped holdout), so
     # monitoring starts in the tail of the schedule. It watches val_loss: validation accuracy
@@ -165,6 +170,8 @@ def train_model(dataset: SignDataset, config: TrainConfig, callbacks: list | Non
                                *(callbacks or [])])
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     best = int(stopper.best_epoch)
+    if soft is not None:  # saved like any other model: no custom loss to find when it is loaded
+        model.compile(optimizer=model.optimizer, **labels_only)
     hand = None
     if config.hand_detector:  # after the classifier, so the classifier is the same with or without it
         model, hand = _add_hand_detector(model, dataset.images, train_idx, val_idx, config)

@@ -9,7 +9,8 @@ import numpy as np
 import onnx
 import pytest
 
-from sign_model.distill import TeacherError, load_teacher, mixed_targets, soft_targets, teacher_probabilities
+from sign_model.distill import (TeacherError, distillation_loss, load_teacher, packed_targets, soft_targets,
+                                teacher_probabilities)
 from sign_model.labels import NUM_CLASSES
 from sign_model.train import PRESETS, TrainConfig, to_indices, train_model
 from sign_model.train_config import ConfigError, resolve_config
@@ -27,13 +28,29 @@ def test_soft_targets_soften_without_changing_the_teachers_answer():
         soft_targets(probs[:, :10], 4.0)
 
 
-def test_mixed_targets_keep_the_label_on_top_at_half_weight():
+def test_targets_carry_the_teacher_on_training_rows_only():
     one_hot = np.eye(NUM_CLASSES, dtype=np.float32)[[3, 7]]
-    wrong_teacher = np.eye(NUM_CLASSES, dtype=np.float32)[[0, 0]]
-    mixed = mixed_targets(one_hot, wrong_teacher, 0.5)
-    np.testing.assert_allclose(mixed.sum(axis=1), 1.0)
-    np.testing.assert_allclose(mixed_targets(one_hot, wrong_teacher, 0.0), one_hot)
-    assert mixed[0, 3] == 0.5 and mixed[0, 0] == 0.5
+    soft = np.full((2, NUM_CLASSES), 1 / NUM_CLASSES, dtype=np.float32)
+    train = packed_targets(one_hot, soft, 0.5)
+    assert train.shape == (2, 2 * NUM_CLASSES + 1) and (train[:, -1] == 0.5).all()
+    np.testing.assert_array_equal(train[:, :NUM_CLASSES], one_hot)
+    np.testing.assert_array_equal(train[:, NUM_CLASSES:-1], soft)
+    assert (packed_targets(one_hot, None, 0.5)[:, -1] == 0).all()  # validation: the labels alone
+
+
+def test_the_loss_is_the_labels_at_weight_0_and_adds_only_disagreement_with_the_teacher():
+    import keras
+
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(NUM_CLASSES), size=8).astype(np.float32)
+    one_hot = np.eye(NUM_CLASSES, dtype=np.float32)[rng.integers(0, NUM_CLASSES, 8)]
+    loss = distillation_loss(0.05, 4.0)
+    plain = keras.losses.categorical_crossentropy(one_hot, probs, label_smoothing=0.05)
+    np.testing.assert_allclose(loss(packed_targets(one_hot, None, 0.0), probs), plain, rtol=1e-5)
+    agreeing = soft_targets(probs, 4.0)  # a teacher that already says what the model says
+    np.testing.assert_allclose(loss(packed_targets(one_hot, agreeing, 0.5), probs), 0.5 * np.asarray(plain), rtol=1e-4)
+    disagreeing = soft_targets(probs[::-1].copy(), 4.0)
+    assert (np.asarray(loss(packed_targets(one_hot, disagreeing, 0.5), probs)) > 0.5 * np.asarray(plain)).all()
 
 
 def test_a_teacher_teaches_the_training_rows_and_validation_still_scores_labels(synthetic_datasets):
@@ -54,6 +71,19 @@ def test_a_teacher_teaches_the_training_rows_and_validation_still_scores_labels(
     assert (predicted == 0).mean() > 0.9
     share_of_class_0 = (to_indices(train.labels) == 0).mean()
     assert result.val_accuracy < share_of_class_0 + 0.1  # judged by the labels, not by the teacher
+
+
+def test_a_distilled_model_saves_and_loads_like_any_other(synthetic_datasets, onnx_model_path, tmp_path):
+    import keras
+
+    train = synthetic_datasets[0]
+    config = TrainConfig.from_dict({**PRESETS["smoke"].to_dict(), "epochs": 1, "teacher": str(onnx_model_path)})
+    result = train_model(train, config, teacher=teacher_probabilities(load_teacher(str(onnx_model_path), "", tmp_path)))
+    assert set(result.history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    result.model.save(tmp_path / "m.keras")
+    images = train.images[:16, ..., None].astype(np.float32)
+    np.testing.assert_allclose(keras.models.load_model(tmp_path / "m.keras").predict(images, verbose=0),
+                               result.model.predict(images, verbose=0), atol=1e-6)
 
 
 def test_an_exported_model_can_teach(onnx_model_path, synthetic_datasets, tmp_path):
