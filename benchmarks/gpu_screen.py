@@ -433,6 +433,13 @@ def jobs_round6() -> list[dict]:
     return out
 
 
+def jobs_round7() -> list[dict]:
+    """Seventh round: the product's final method (Hinton's loss on the soft targets of the clean
+    images, `+kd-offline`) on round six's initialisations, so that it has 15 paired runs."""
+    return [{"arch": "bn32", "recipe": "camera", "epochs": 20, "seed": seed, "init": seed + offset,
+             "students": ["bn16-late@offline"]} for offset in (30, 40) for seed in range(3)]
+
+
 def load_data(pack_path: Path, device: str) -> dict:
     import torch
 
@@ -539,7 +546,7 @@ def main() -> None:
     p_run.add_argument("pack", type=Path)
     p_run.add_argument("--out", type=Path, default=Path("screen.jsonl"))
     p_run.add_argument("--workers", type=int, default=6)
-    p_run.add_argument("--round", type=int, default=1, choices=(1, 2, 3, 4, 5, 6), help="which job list")
+    p_run.add_argument("--round", type=int, default=1, choices=(1, 2, 3, 4, 5, 6, 7), help="which job list")
     p_run.add_argument("--seconds", type=float, default=400, help="start no job after this")
     p_run.add_argument("--device", default="cuda")
     p_run.add_argument("--limit", type=int, default=0, help="only the first N jobs (a local dry run)")
@@ -556,7 +563,7 @@ def main() -> None:
         return
     import multiprocessing as mp
 
-    job_list = {1: jobs, 2: jobs_round2, 3: jobs_round3, 4: jobs_round4, 5: jobs_round5, 6: jobs_round6}[args.round]()[: args.limit or None]
+    job_list = {1: jobs, 2: jobs_round2, 3: jobs_round3, 4: jobs_round4, 5: jobs_round5, 6: jobs_round6, 7: jobs_round7}[args.round]()[: args.limit or None]
     if args.epochs:
         job_list = [{**j, "epochs": args.epochs} for j in job_list]
     deadline = time.time() + args.seconds
