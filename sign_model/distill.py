@@ -13,9 +13,11 @@ targets into the labels would teach it to answer ~0.57 on clean images). No teac
 during training, and validation (model selection, early stopping) scores the labels alone
 (w = 0 on validation rows), so the teacher never decides which epoch is kept.
 
-Measured (README, "Distillation: the champion teaches"): on the GPU screen `bn_cnn16_late`
-taught by a `bn_cnn` gained 0.48 points of clean grouped-holdout accuracy over 15 paired runs
-(12 better, 3 worse), robustness unchanged; `bn_cnn` taught by another `bn_cnn` +0.43 (5 of 6).
+Measured (README, "Distillation"): on the GPU screen `bn_cnn16_late` taught by a `bn_cnn`
+gained 0.48 points of clean grouped-holdout accuracy over 15 paired runs, robustness unchanged;
+but trained by the product on the CPU (`lite` taught by the default, 5 paired seeds) it gained
+nothing clean (-0.07), lost ~0.5 points of robustness and answered less confidently. So no
+preset sets a teacher; it is there for a stronger teacher than this data gave us.
 
 The teacher setting (`TrainConfig.teacher`):
 - "" (default): no teacher;
