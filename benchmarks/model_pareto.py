@@ -16,8 +16,8 @@ project's own `train_model` (its grouped validation split inside), export to ONN
 - M MACs/image and parameters, read from the exported ONNX graph;
 - training wall seconds;
 - grouped-holdout accuracy (mean and worst over seeds), and how many of the holdout's near-copy
-  groups (one source photo each, ~165) a seed gets mostly wrong: one wrong group of 21-84 near
-  copies costs 0.4-1.7 points, so clean accuracy moves in those steps;
+  groups (one source photo each, 165) a seed gets mostly wrong: one wrong group of 19-124 near
+  copies (median 21) costs 0.4-2.4 points, so clean accuracy moves in those steps;
 - the model's confidence on the holdout: mean top probability, and the share of rows under the
   scorer's low-confidence threshold (a recipe that softens the outputs shows here);
 - the robustness suite (sign_model.robustness) on the holdout: mean over kinds at the moderate
