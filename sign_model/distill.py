@@ -61,7 +61,8 @@ def load_teacher(spec: str, source: str, cache_dir: Path) -> Teacher:
     try:
         model = resolve(spec, cache_dir)
     except ModelError as exc:
-        raise TeacherError(f"teacher {spec!r}: {exc} (or set teacher: \"\" to train on labels alone)") from None
+        raise TeacherError(f"teacher {spec!r}: {str(exc).rstrip('.')}; or set teacher: \"\" to train on labels "
+                           "alone.") from None
     if list(model.labels) != list(KAGGLE_LABELS):
         raise TeacherError(f"teacher {spec!r}: its label map {model.labels} is not this project's {list(KAGGLE_LABELS)}; "
                            "use a model exported by 'sign-mlops train'.")
