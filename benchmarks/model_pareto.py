@@ -122,13 +122,12 @@ def scorer_rows_per_second(csv_path: Path, onnx_path: Path, workdir: Path) -> fl
                for _ in range(2))
 
 
-def run_trial(name: str, seed: int, dataset, holdout, csv_path: Path, workdir: Path, epochs: int | None,
-              teacher=None) -> Trial:
+def run_trial(name: str, seed: int, dataset, holdout, holdout_groups: np.ndarray, csv_path: Path, workdir: Path,
+              epochs: int | None, teacher=None) -> Trial:
     from serving.scorer import LOW_CONFIDENCE
     from sign_model import export
     from sign_model.distill import teacher_probabilities
     from sign_model.robustness import robustness_report
-    from sign_model.split import near_copy_groups
     from sign_model.train import epoch_progress, to_indices, train_model
     from sign_model.train_config import resolve_config
 
@@ -157,7 +156,7 @@ def run_trial(name: str, seed: int, dataset, holdout, csv_path: Path, workdir: P
     right = probs.argmax(1) == holdout_true
     return Trial(result.train_seconds, float(right.mean()), report.mean, report.worst,
                  report.worst_kind, {k: round(v, 4) for k, v in report.at().items()},
-                 groups_wrong(right, near_copy_groups(holdout.images, holdout.labels)),
+                 groups_wrong(right, holdout_groups),
                  float(probs.max(1).mean()), float((probs.max(1) < LOW_CONFIDENCE).mean()),
                  export.onnx_macs(fp32), int(result.model.count_params()),
                  scorer_rows_per_second(csv_path, fp32, out), scorer_rows_per_second(csv_path, int8, out))
@@ -179,6 +178,7 @@ def main() -> None:
     from sign_model.data import SignDataset, load_dataset
     from sign_model.distill import load_teacher
     from sign_model.quiet import quiet_tensorflow
+    from sign_model.split import near_copy_groups
 
     quiet_tensorflow()
     with tempfile.TemporaryDirectory(prefix="pareto-") as tmp:
@@ -188,7 +188,9 @@ def main() -> None:
         fit_idx, holdout_idx = holdout_split(full.images, full.labels)
         fit = SignDataset(full.images[fit_idx], full.labels[fit_idx], "fit", full.digest)
         holdout = SignDataset(full.images[holdout_idx], full.labels[holdout_idx], "holdout", full.digest)
-        print(f"data: {source}; fit {len(fit)} rows, grouped holdout {len(holdout)} rows", flush=True)
+        holdout_groups = near_copy_groups(holdout.images, holdout.labels)  # one source photo each
+        print(f"data: {source}; fit {len(fit)} rows, grouped holdout {len(holdout)} rows "
+              f"({len(np.unique(holdout_groups))} source photos)", flush=True)
         teacher = load_teacher(str(args.teacher), "", workdir / "teacher") if args.teacher else None
         taught = f" taught by {args.teacher.stem}" if teacher else ""
         rows = []
@@ -199,7 +201,7 @@ def main() -> None:
             trials = []
             for seed in range(args.first_seed, args.first_seed + int(count or args.seeds)):
                 started = time.perf_counter()
-                trial = run_trial(name, seed, fit, holdout, csv_path, workdir, args.epochs, teacher)
+                trial = run_trial(name, seed, fit, holdout, holdout_groups, csv_path, workdir, args.epochs, teacher)
                 trials.append(trial)
                 print(f"{name} seed {seed}: {trial} ({time.perf_counter() - started:.0f} s)", flush=True)
             worst = min(trials, key=lambda t: t.robust_worst)

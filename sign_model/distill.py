@@ -47,9 +47,8 @@ class TeacherError(ValueError):
 
 @dataclass(frozen=True)
 class Teacher:
-    """The teacher a run distils from: what the user asked for and the file it resolved to."""
+    """The teacher a run distils from: the file it resolved to, and what to call it."""
 
-    spec: str  # what was resolved: a path or a models:/ URI (the champion's: models:/<name>/<version>)
     path: str  # the ONNX file whose probabilities are the soft targets
     source: str  # for people and MLflow: "sign-mnist-onnx v3" or the file
     sha256: str
@@ -67,7 +66,7 @@ def load_teacher(spec: str, source: str, cache_dir: Path) -> Teacher:
     if list(model.labels) != list(KAGGLE_LABELS):
         raise TeacherError(f"teacher {spec!r}: its label map {model.labels} is not this project's {list(KAGGLE_LABELS)}; "
                            "use a model exported by 'sign-mlops train'.")
-    return Teacher(spec, str(model.path), source or str(model.path), model.sha256)
+    return Teacher(str(model.path), source or str(model.path), model.sha256)
 
 
 def teacher_probabilities(teacher: Teacher) -> Callable[[np.ndarray], np.ndarray]:

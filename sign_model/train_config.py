@@ -52,9 +52,9 @@ class TrainConfig:
     # hands before the classifier sees them (0 = none); trained for hand_detector_epochs
     hand_detector: int = 16
     hand_detector_epochs: int = 12
-    # distillation (sign_model/distill.py): "" none, "champion" (the registered champion, when there
-    # is one) or a model the scorer accepts (.onnx file, models:/...); its probabilities softened at
-    # distill_temperature make up distill_weight of every training target
+    # distillation (sign_model/distill.py), opt-in: "" none, "champion" (the registered champion,
+    # when there is one) or a model the scorer accepts (.onnx file, models:/...); distill_weight of
+    # the loss matches its probabilities, both softened at distill_temperature
     teacher: str = ""
     distill_weight: float = 0.5
     distill_temperature: float = 4.0
