@@ -83,3 +83,58 @@ def test_int8_refused_when_it_is_not_faster_on_the_scorer(synthetic_datasets, sy
 def test_macs_are_read_from_the_onnx_graph(onnx_model_path):
     """The tiny CNN by hand: conv 26*26*8*9 + conv 11*11*16*(8*9) + dense 400*24."""
     assert onnx_macs(onnx_model_path) == 26 * 26 * 8 * 9 + 11 * 11 * 16 * 72 + 400 * 24
+
+
+def _reads_of_the_input(path):
+    proto = onnx.load(str(path))
+    return [node.op_type for node in proto.graph.node if proto.graph.input[0].name in node.input]
+
+
+def _scaled_model(offset: float = 0.0, scaled_values_also_to_dense: bool = False):
+    """Raw pixels -> Rescaling(1/255, offset) -> conv (-> 24 probabilities), like every architecture."""
+    import keras
+    from keras import layers
+
+    from sign_model.train import set_seeds
+
+    set_seeds(1)
+    inputs = keras.Input((28, 28, 1), name="pixels")
+    scaled = layers.Rescaling(1 / 255, offset=offset)(inputs)
+    x = layers.Conv2D(8, 3, padding="same", use_bias=False)(scaled)
+    x = layers.Activation("relu")(layers.BatchNormalization()(x))
+    x = layers.GlobalAveragePooling2D()(x)
+    if scaled_values_also_to_dense:  # the scaled pixels go somewhere a convolution's weights cannot absorb
+        x = layers.Concatenate()([x, layers.Flatten()(scaled)])
+    return keras.Model(inputs, layers.Dense(24, activation="softmax")(x))
+
+
+def test_the_input_scaling_is_folded_into_the_first_convolution(synthetic_datasets, tmp_path):
+    """No separate pass over the pixels to divide them by 255 (scorer speed: benchmarks/inference_graph.py),
+    and the probabilities do not change."""
+    from sign_model.export import keras_to_onnx, onnx_probabilities
+
+    images = synthetic_datasets[1].images[:256]
+    for name, model in {"tiny_cnn": _tiny_cnn(), "rescaling and conv": _scaled_model()}.items():
+        path = keras_to_onnx(model, tmp_path / f"{name}.onnx", {})
+        assert "Mul" not in [n.op_type for n in onnx.load(str(path)).graph.node], name
+        assert _reads_of_the_input(path) in (["Conv"], ["Reshape"], ["Transpose"]), name
+        np.testing.assert_allclose(onnx_probabilities(path, images), predict_probabilities(model, images), atol=1e-5)
+
+
+def _tiny_cnn():
+    from sign_model.model import build_model
+
+    return build_model("tiny_cnn", 0.1)
+
+
+def test_a_scaling_that_cannot_be_folded_is_kept(synthetic_datasets, tmp_path):
+    """An offset (zero padding would then differ) or scaled pixels that also go elsewhere: the Mul stays
+    and the ONNX model computes what Keras does."""
+    from sign_model.export import keras_to_onnx, onnx_probabilities
+
+    images = synthetic_datasets[1].images[:256]
+    for name, model in {"offset": _scaled_model(offset=-0.5),
+                        "also dense": _scaled_model(scaled_values_also_to_dense=True)}.items():
+        path = keras_to_onnx(model, tmp_path / f"{name}.onnx", {})
+        assert "Mul" in [n.op_type for n in onnx.load(str(path)).graph.node], name
+        np.testing.assert_allclose(onnx_probabilities(path, images), predict_probabilities(model, images), atol=1e-5)
