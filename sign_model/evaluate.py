@@ -68,6 +68,37 @@ def summarize(true_index: np.ndarray, pred_index: np.ndarray) -> tuple[dict[str,
     return overall, per_class
 
 
+CALIBRATION_BINS = 15
+CONFIDENCE_KEYS = ("mean_confidence", "low_confidence", "errors_flagged", "calibration_error")
+
+
+def calibration_error(probabilities: np.ndarray, true_index: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
+    """Expected calibration error of the top probability: over equal-width confidence bins, the
+    row-weighted gap between the mean confidence and the accuracy (0 = the confidence is the
+    chance of being right; label smoothing makes our models answer lower than that)."""
+    confidence, right = probabilities.max(axis=1), probabilities.argmax(axis=1) == true_index
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    return float(sum((which == b).mean() * abs(confidence[which == b].mean() - right[which == b].mean())
+                     for b in np.unique(which)))
+
+
+def confidence_summary(probabilities: np.ndarray, true_index: np.ndarray) -> dict[str, float]:
+    """What the scorer's confidence column and low-confidence count would say on this split:
+    mean_confidence, low_confidence (share of rows under the scorer's threshold), errors_flagged
+    (share of the wrong rows among them; absent when nothing is wrong) and calibration_error."""
+    from serving.scorer import LOW_CONFIDENCE
+
+    if not len(true_index):
+        return {}
+    confidence, wrong = probabilities.max(axis=1), probabilities.argmax(axis=1) != true_index
+    low = confidence < LOW_CONFIDENCE
+    summary = {"mean_confidence": float(confidence.mean()), "low_confidence": float(low.mean()),
+               "calibration_error": calibration_error(probabilities, true_index)}
+    if wrong.any():
+        summary["errors_flagged"] = float(low[wrong].mean())
+    return summary
+
+
 def evaluate_model(model, dataset: SignDataset) -> Evaluation:
     """Score the model on a labelled split."""
     probabilities = predict_probabilities(model, dataset.images)
@@ -75,6 +106,7 @@ def evaluate_model(model, dataset: SignDataset) -> Evaluation:
     pred_index = probabilities.argmax(axis=1)
     confusion = confusion_matrix(true_index, pred_index)
     overall, per_class = summarize(true_index, pred_index)
+    overall.update(confidence_summary(probabilities, true_index))
     return Evaluation(overall, per_class, confusion, probabilities, true_index, pred_index)
 
 

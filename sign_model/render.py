@@ -58,6 +58,17 @@ def validation_report(out: Console, report) -> None:
     out.print("[green]validation passed[/]" if report.passed else f"[red]validation failed: {len(report.errors)} error(s)[/]")
 
 
+def confidence_row(confidence: dict[str, float] | None) -> list[tuple[str, str]]:
+    """What the scorer's confidence would say on the test split (none for records that predate it)."""
+    if not confidence:
+        return []
+    caught = (f", {confidence['errors_flagged']:.0%} of the errors among them" if "errors_flagged" in confidence
+              else "")
+    return [("test confidence", f"mean {confidence['mean_confidence']:.3f}; {confidence['low_confidence']:.1%} of rows "
+                                f"under the scorer's low-confidence threshold{caught}; calibration error "
+                                f"{confidence['calibration_error']:.3f}")]
+
+
 def result_rows(result: TrainingResult) -> list[tuple[str, str]]:
     """The facts of a finished training run, as (name, value): the console table and the
     Prefect markdown artifact both show these."""
@@ -66,6 +77,7 @@ def result_rows(result: TrainingResult) -> list[tuple[str, str]]:
                      f"sha256 {result.data.train_sha256[:12]}"),
             ("test accuracy", f"{evaluated.test_accuracy:.4%} ({evaluated.test_errors} errors / {evaluated.test_rows})"),
             ("test macro-F1", f"{evaluated.test_macro_f1:.4f}"),
+            *confidence_row(evaluated.confidence),
             ("grouped validation accuracy", f"{trained.val_accuracy:.4%}"),
             ("training seconds", f"{trained.train_seconds:.0f}")]
     if trained.hand_detector:

@@ -47,6 +47,7 @@ class Evaluated:
     test_macro_f1: float
     test_errors: int
     test_rows: int
+    confidence: dict[str, float] | None = None  # sign_model.evaluate.confidence_summary (None in older records)
 
 
 @dataclass(frozen=True)

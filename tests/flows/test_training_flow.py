@@ -47,7 +47,8 @@ def test_run_holds_params_metrics_inputs_pictures_and_model(flow_result):
     run = mlflow.get_run(result.run_id)
     assert run.data.params["architecture"] == "tiny_cnn" and run.data.params["epochs"] == "4"
     assert {"test/accuracy", "test/macro_f1", "train/seconds", "val/best_accuracy", "parity/argmax_agreement",
-            "int8/accuracy_loss_points", "data/train_near_duplicate_rate", "test/f1/A"} <= set(run.data.metrics)
+            "int8/accuracy_loss_points", "data/train_near_duplicate_rate", "test/f1/A", "test/mean_confidence",
+            "test/low_confidence", "test/calibration_error"} <= set(run.data.metrics)
     namespaces = {name.split("/")[0] for name in run.data.metrics}
     assert namespaces <= {"train", "val", "test", "data", "parity", "int8", "robust", "model", "hand"}, namespaces
     client = mlflow.MlflowClient()

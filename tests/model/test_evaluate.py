@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from sign_model.evaluate import confusion_matrix, evaluate_model, save_evaluation_outputs, summarize
 
@@ -54,3 +55,36 @@ def test_scorer_and_evaluation_write_one_predictions_schema(tiny_training, synth
                                        "correct", "second_letter", "second_prob", "third_letter", "third_prob"]
     assert (scored["true_letter"] == evaluated["true_letter"]).all() and scored["row"].tolist() == evaluated["row"].tolist()
     assert not (scored["second_letter"] == scored["pred_letter"]).any()
+
+
+def test_the_confidence_the_scorer_would_report_is_measured():
+    """Each run records how far its confidence is from its accuracy and how many of its errors the
+    scorer's low-confidence flag (< 0.5) would catch, so runs can be compared on that too."""
+    from sign_model.evaluate import confidence_summary
+
+    def rows(top: float, predicted: int, n: int) -> np.ndarray:
+        p = np.full((n, 24), (1 - top) / 23)
+        p[:, predicted] = top
+        return p
+
+    # 8 rows at 0.9, all right; 2 rows at 0.4, one right, one wrong
+    probabilities = np.vstack([rows(0.9, 0, 8), rows(0.4, 1, 2)])
+    true_index = np.array([0] * 8 + [1, 2])
+    summary = confidence_summary(probabilities, true_index)
+    assert summary["mean_confidence"] == pytest.approx(0.8)
+    assert summary["low_confidence"] == pytest.approx(0.2)
+    assert summary["errors_flagged"] == 1.0
+    # bin 0.9: confidence 0.9, accuracy 1.0 (weight 0.8); bin 0.4: confidence 0.4, accuracy 0.5 (weight 0.2)
+    assert summary["calibration_error"] == pytest.approx(0.8 * 0.1 + 0.2 * 0.1)
+    everything_right = confidence_summary(rows(0.9, 0, 4), np.zeros(4, dtype=int))
+    assert "errors_flagged" not in everything_right and everything_right["calibration_error"] == pytest.approx(0.1)
+
+
+def test_the_result_table_says_what_the_confidence_flag_would_catch():
+    from sign_model.render import confidence_row
+
+    row = dict(confidence_row({"mean_confidence": 0.874, "low_confidence": 0.092, "errors_flagged": 0.67,
+                               "calibration_error": 0.088}))
+    assert row["test confidence"] == ("mean 0.874; 9.2% of rows under the scorer's low-confidence threshold, "
+                                      "67% of the errors among them; calibration error 0.088")
+    assert confidence_row(None) == []  # a run recorded before confidence was measured
