@@ -52,7 +52,7 @@ def fit_temperature(log_probs: np.ndarray, true_index: np.ndarray) -> float:
 
 
 def measured(probs: np.ndarray, true_index: np.ndarray) -> list[str]:
-    from serving.scorer import LOW_CONFIDENCE
+    from sign_model.predictions import LOW_CONFIDENCE
     from sklearn.metrics import log_loss
 
     from sign_model.evaluate import calibration_error

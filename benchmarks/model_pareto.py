@@ -124,7 +124,7 @@ def scorer_rows_per_second(csv_path: Path, onnx_path: Path, workdir: Path) -> fl
 
 def run_trial(name: str, seed: int, dataset, holdout, holdout_groups: np.ndarray, csv_path: Path, workdir: Path,
               epochs: int | None, teacher=None) -> Trial:
-    from serving.scorer import LOW_CONFIDENCE
+    from sign_model.predictions import LOW_CONFIDENCE
     from sign_model import export
     from sign_model.distill import teacher_probabilities
     from sign_model.robustness import robustness_report

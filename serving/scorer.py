@@ -34,10 +34,9 @@ from serving.outputs import OutputSet, refuse_existing, sweep_stale_temps
 from serving.reader import Chunk, Layout, iter_chunks, read_layout
 from sign_model.csvformat import DataFormatError, check_regular_file, file_digest
 from sign_model.drift import DriftAccumulator
-from sign_model.predictions import prediction_columns, prediction_values
+from sign_model.predictions import LOW_CONFIDENCE, prediction_columns, prediction_values
 
 REJECTS_HEADER = "row,reason\n"
-LOW_CONFIDENCE = 0.5
 DEFAULT_CHUNK_ROWS = 4096
 DEFAULT_BATCH = 256  # measured: 256-1024 within noise on 2 cores; smaller batches keep latency low
 

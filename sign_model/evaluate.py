@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from sign_model.data import SignDataset
-from sign_model.predictions import prediction_columns, prediction_values
+from sign_model.predictions import LOW_CONFIDENCE, errors_flagged, prediction_columns, prediction_values
 from sign_model.explore import plt, save_figure
 from sign_model.labels import KAGGLE_LABELS, LETTERS, NUM_CLASSES
 from sign_model.train import to_indices
@@ -85,17 +85,15 @@ def calibration_error(probabilities: np.ndarray, true_index: np.ndarray, bins: i
 def confidence_summary(probabilities: np.ndarray, true_index: np.ndarray) -> dict[str, float]:
     """What the scorer's confidence column and low-confidence count would say on this split:
     mean_confidence, low_confidence (share of rows under the scorer's threshold), errors_flagged
-    (share of the wrong rows among them; absent when nothing is wrong) and calibration_error."""
-    from serving.scorer import LOW_CONFIDENCE
-
+    (share of the wrong rows that are under it; absent when nothing is wrong) and calibration_error."""
     if not len(true_index):
         return {}
-    confidence, wrong = probabilities.max(axis=1), probabilities.argmax(axis=1) != true_index
-    low = confidence < LOW_CONFIDENCE
-    summary = {"mean_confidence": float(confidence.mean()), "low_confidence": float(low.mean()),
+    confidence = probabilities.max(axis=1)
+    summary = {"mean_confidence": float(confidence.mean()), "low_confidence": float((confidence < LOW_CONFIDENCE).mean()),
                "calibration_error": calibration_error(probabilities, true_index)}
-    if wrong.any():
-        summary["errors_flagged"] = float(low[wrong].mean())
+    flagged = errors_flagged(probabilities, true_index)
+    if flagged is not None:
+        summary["errors_flagged"] = flagged
     return summary
 
 

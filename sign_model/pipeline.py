@@ -243,7 +243,8 @@ def robustness_step(run_id: str, files: DataFiles, trained: Trained, out_dir: Pa
     plt.close(figure)
     log.info("robustness: moderate mean %.4f, worst %s %.4f (%d rows)", report.mean, report.worst_kind, report.worst,
              report.rows)
-    return Robustness(report.mean, report.worst, report.worst_kind, report.clean_accuracy, report.rows, str(table))
+    return Robustness(report.mean, report.worst, report.worst_kind, report.clean_accuracy, report.rows, str(table),
+                      report.errors_flagged)
 
 
 def export_step(run_id: str, files: DataFiles, trained: Trained, out_dir: Path, int8: bool = True) -> Exported:

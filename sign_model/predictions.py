@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 RUNNERS_UP = ("second", "third")
+LOW_CONFIDENCE = 0.5  # a row whose confidence is under this counts as low-confidence (scorer summary, evaluation)
 
 
 def prediction_columns(labelled: bool) -> list[str]:
@@ -47,3 +48,10 @@ def prediction_values(probs: np.ndarray, labels: list[int] | np.ndarray, letters
         values[f"{rank}_letter"] = letters[top[:, k]]
         values[f"{rank}_prob"] = top_p[:, k]
     return values
+
+
+def errors_flagged(probs: np.ndarray, true_index: np.ndarray) -> float | None:
+    """Share of the wrong rows whose confidence is under LOW_CONFIDENCE: what a user who checks
+    the flagged rows would catch. None when nothing is wrong."""
+    wrong = probs.argmax(axis=1) != true_index
+    return float((probs.max(axis=1)[wrong] < LOW_CONFIDENCE).mean()) if wrong.any() else None

@@ -86,8 +86,10 @@ def result_rows(result: TrainingResult) -> list[tuple[str, str]]:
         rows.append(("distilled from", trained.teacher))
     if result.robustness is not None:
         rb = result.robustness
+        flagged = (f"; {rb.errors_flagged:.0%} of its errors under the low-confidence threshold"
+                   if rb.errors_flagged is not None else "")
         rows.append(("robustness (moderate shifts)",
-                     f"mean {rb.mean:.2%}, worst {rb.worst_kind} {rb.worst:.2%} on {rb.rows} test rows"))
+                     f"mean {rb.mean:.2%}, worst {rb.worst_kind} {rb.worst:.2%} on {rb.rows} test rows{flagged}"))
     rows.append(("ONNX parity", f"argmax {exported.parity.argmax_agreement:.2%}, max |dp| {exported.parity.max_abs_delta:.1e}"))
     if exported.int8 is not None:
         i8 = exported.int8

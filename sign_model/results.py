@@ -60,6 +60,7 @@ class Robustness:
     clean_accuracy: float
     rows: int
     table_path: str
+    errors_flagged: float | None = None  # share of the wrong rows under the low-confidence threshold (moderate)
 
 
 @dataclass(frozen=True)

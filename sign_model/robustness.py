@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sign_model.predictions import errors_flagged
+
 SEVERITIES = ("mild", "moderate", "strong")
 GATE_SEVERITY = "moderate"
 
@@ -205,6 +207,7 @@ class RobustnessReport:
     seed: int
     clean_accuracy: float
     accuracy: dict[str, dict[str, float]]  # kind -> severity -> accuracy
+    errors_flagged: float | None = None  # at the gate's severity: share of wrong rows under the low-confidence threshold
 
     def at(self, severity: str = GATE_SEVERITY) -> dict[str, float]:
         return {kind: by_severity[severity] for kind, by_severity in self.accuracy.items()}
@@ -228,6 +231,8 @@ class RobustnessReport:
         flat = {f"robust/{kind}/{severity}": value
                 for kind, by_severity in self.accuracy.items() for severity, value in by_severity.items()}
         flat.update({"robust/clean": self.clean_accuracy, "robust/mean": self.mean, "robust/worst": self.worst})
+        if self.errors_flagged is not None:
+            flat["robust/errors_flagged"] = self.errors_flagged
         return flat
 
     def table_rows(self) -> list[dict[str, object]]:
@@ -237,7 +242,7 @@ class RobustnessReport:
     def to_dict(self) -> dict:
         return {"rows": self.rows, "seed": self.seed, "clean_accuracy": self.clean_accuracy,
                 "severity_for_gate": GATE_SEVERITY, "mean": self.mean, "worst": self.worst,
-                "worst_kind": self.worst_kind, "accuracy": self.accuracy}
+                "worst_kind": self.worst_kind, "errors_flagged": self.errors_flagged, "accuracy": self.accuracy}
 
 
 def stress_rows(n: int, limit: int, seed: int) -> np.ndarray:
@@ -255,11 +260,16 @@ def robustness_report(predict: Callable[[np.ndarray], np.ndarray], images: np.nd
     if len(x) == 0:
         raise ValueError("the robustness suite needs at least one labelled row")
 
-    def accuracy(batch: np.ndarray) -> float:
-        return float((np.asarray(predict(batch)).argmax(axis=1) == y).mean())
+    def accuracy(probs: np.ndarray) -> float:
+        return float((probs.argmax(axis=1) == y).mean())
 
-    table = {kind: {severity: accuracy(perturb(x, kind, severity, seed)) for severity in SEVERITIES} for kind in kinds}
-    return RobustnessReport(len(x), seed, accuracy(x.astype(np.uint8)), table)
+    scored = {kind: {severity: np.asarray(predict(perturb(x, kind, severity, seed))) for severity in SEVERITIES}
+              for kind in kinds}
+    table = {kind: {severity: accuracy(probs) for severity, probs in by_severity.items()}
+             for kind, by_severity in scored.items()}
+    at_gate = np.concatenate([by_severity[GATE_SEVERITY] for by_severity in scored.values()])
+    return RobustnessReport(len(x), seed, accuracy(np.asarray(predict(x.astype(np.uint8)))), table,
+                            errors_flagged(at_gate, np.tile(y, len(scored))))
 
 
 def plot_heatmap(report: RobustnessReport, title: str = "Robustness: accuracy under shift"):

@@ -91,7 +91,9 @@ def test_every_run_logs_the_robustness_suite_and_the_gate_reads_it(flow_result):
     client = mlflow.MlflowClient()
     run = mlflow.get_run(result.run_id)
     robust = {k: v for k, v in run.data.metrics.items() if k.startswith("robust/")}
-    assert {f"robust/{k}/{s}" for k in KINDS for s in SEVERITIES} | {"robust/mean", "robust/worst", "robust/clean"} == set(robust)
+    assert {f"robust/{k}/{s}" for k in KINDS for s in SEVERITIES} | {"robust/mean", "robust/worst", "robust/clean",
+                                                                      "robust/errors_flagged"} == set(robust)
+    assert robust["robust/errors_flagged"] == pytest.approx(result.robustness.errors_flagged)
     assert robust["robust/mean"] == pytest.approx(result.robustness.mean)
     assert {a.path for a in client.list_artifacts(result.run_id, "robustness")} == {
         "robustness/robustness.csv", "robustness/report.json"}
@@ -184,6 +186,8 @@ def test_one_name_and_links_in_both_tools(flow_result):
     story = Artifact.get("training-result")
     assert story is not None and "test accuracy" in story.data and "Promotion gate" in story.data
     assert "| robustness (moderate shifts) | mean " in story.data
+    assert "of its errors under the low-confidence threshold" in story.data  # does the flag still work under shift
+    assert "| test confidence | mean " in story.data
     assert "max \\|dp\\| " in story.data  # escaped: a bare | would end the table cell
     assert f"/runs/{result.run_id}" in Artifact.get("mlflow-run").data
 

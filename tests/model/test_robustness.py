@@ -56,9 +56,27 @@ def test_report_separates_clean_accuracy_from_robustness(synthetic_datasets):
     assert report.rows == 300 and report.clean_accuracy == 1.0
     assert report.mean < 0.5 and report.worst < 0.2 and report.worst_kind in KINDS
     metrics = report.metrics()
-    assert len(metrics) == len(KINDS) * len(SEVERITIES) + 3
+    assert len(metrics) == len(KINDS) * len(SEVERITIES) + 4
     assert metrics["robust/mean"] == report.mean and metrics["robust/worst"] == report.worst
     assert metrics["robust/mirror/moderate"] == report.accuracy["mirror"]["moderate"]
+    assert metrics["robust/errors_flagged"] == 0.0  # sure of every wrong answer: the low-confidence flag catches none
+
+
+def test_report_says_how_many_errors_under_shift_the_low_confidence_flag_catches(synthetic_datasets):
+    """A model that hesitates on what it has not seen: every error under shift is under 0.5."""
+    test = synthetic_datasets[1]
+    true_index = to_indices(test.labels)
+    sure = _memorising_model(test.images, true_index)
+
+    def hesitant(batch: np.ndarray) -> np.ndarray:
+        probs = sure(batch)
+        unsure = probs.max(axis=1) == probs[:, 0]  # the memorising model's "lost" answer
+        probs[unsure] = np.where(np.arange(24) == 0, 0.3, 0.7 / 23)
+        return probs
+
+    report = robustness_report(hesitant, test.images, true_index, max_rows=300)
+    assert report.errors_flagged == 1.0 and report.to_dict()["errors_flagged"] == 1.0
+    assert report.metrics()["robust/errors_flagged"] == 1.0
 
 
 def test_report_is_deterministic_and_draws_a_heatmap(synthetic_datasets, tmp_path):
