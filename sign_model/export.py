@@ -80,7 +80,7 @@ def fold_input_scaling(graph) -> int:
     from onnx import numpy_helper
 
     constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    folded, scaled_weights = 0, 0
+    folded, replaced = 0, set()
     for mul in [n for n in graph.node if n.op_type == "Mul"]:
         split = _scalar_and_data(mul, constants)
         if split is None:
@@ -90,12 +90,14 @@ def fold_input_scaling(graph) -> int:
         if not convs:
             continue
         for conv in convs:
-            name, scaled_weights = f"{conv.input[1]}_scaled{scaled_weights}", scaled_weights + 1
+            name = f"{conv.input[1]}_scaled{len(replaced)}"
             graph.initializer.append(numpy_helper.from_array((constants[conv.input[1]] * scale).astype(np.float32), name))
+            replaced.add(conv.input[1])
             conv.input[1] = name
+        replaced.update(name for node in removed for name in node.input if name in constants)
         _bypass(graph, removed, data)
         folded += 1
-    _drop_unused_initializers(graph)
+    _drop_unused_initializers(graph, replaced)
     return folded
 
 
@@ -146,9 +148,10 @@ def _bypass(graph, removed: list, data: str) -> None:
         graph.node.remove(node)
 
 
-def _drop_unused_initializers(graph) -> None:
+def _drop_unused_initializers(graph, candidates: set[str]) -> None:
+    """Remove the constants among `candidates` (weights and scalars the fold replaced) that no node reads now."""
     used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-    for tensor in [t for t in graph.initializer if t.name not in used]:
+    for tensor in [t for t in graph.initializer if t.name in candidates and t.name not in used]:
         graph.initializer.remove(tensor)
 
 
