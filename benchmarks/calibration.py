@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import print_table, real_or_synthetic_csv  # noqa: E402
+from benchmarks.common import print_table, real_or_synthetic_dataset  # noqa: E402
 from benchmarks.model_pareto import holdout_split  # noqa: E402  (the same holdout as the Pareto study)
 
 
@@ -69,7 +68,6 @@ def main() -> None:
     parser.add_argument("models", nargs="+", type=Path, help="ONNX files trained on the fit part only")
     args = parser.parse_args()
 
-    from sign_model.data import load_dataset
     from sign_model.export import onnx_predictor
     from sign_model.quiet import quiet_tensorflow
     from sign_model.robustness import GATE_SEVERITY, KINDS, perturb
@@ -77,9 +75,7 @@ def main() -> None:
     from sign_model.train import to_indices
 
     quiet_tensorflow()
-    with tempfile.TemporaryDirectory(prefix="calibration-") as tmp:
-        csv_path, source = real_or_synthetic_csv(Path(tmp))
-        full = load_dataset(csv_path)
+    full, source = real_or_synthetic_dataset()
     _, holdout = holdout_split(full.images, full.labels)
     images, true_index = full.images[holdout], to_indices(full.labels[holdout])
     photos = near_copy_groups(images, full.labels[holdout])

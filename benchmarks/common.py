@@ -25,6 +25,17 @@ def real_or_synthetic_csv(workdir: Path, rows: int = 27455) -> tuple[Path, str]:
     return target, f"synthetic file ({rows} rows; ../shared not present)"
 
 
+def real_or_synthetic_dataset():
+    """The file of `real_or_synthetic_csv` loaded as a SignDataset (its temporary copy removed), and what it is."""
+    import tempfile
+
+    from sign_model.data import load_dataset
+
+    with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
+        csv_path, source = real_or_synthetic_csv(Path(tmp))
+        return load_dataset(csv_path), source
+
+
 def best_of(fn: Callable[[], object], repeats: int = 3) -> float:
     best = float("inf")
     for _ in range(repeats):

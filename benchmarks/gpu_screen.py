@@ -39,17 +39,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def build_pack(path: Path) -> None:
     sys.path.insert(0, str(ROOT))
-    from benchmarks.common import real_or_synthetic_csv
+    from benchmarks.common import real_or_synthetic_dataset
     from benchmarks.model_pareto import holdout_split
-    from sign_model.data import load_dataset
     from sign_model.robustness import GATE_SEVERITY, KINDS, perturb, stress_rows
     from sign_model.split import grouped_split, near_copy_groups
     from sign_model.train import to_indices
-    import tempfile
 
-    with tempfile.TemporaryDirectory() as tmp:
-        csv_path, source = real_or_synthetic_csv(Path(tmp))
-        full = load_dataset(csv_path)
+    full, source = real_or_synthetic_dataset()
     fit_idx, hold_idx = holdout_split(full.images, full.labels)
     fit_x, fit_labels = full.images[fit_idx], full.labels[fit_idx]
     hold_x = full.images[hold_idx]

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import print_table, real_or_synthetic_csv  # noqa: E402
+from benchmarks.common import print_table, real_or_synthetic_dataset  # noqa: E402
 from benchmarks.model_pareto import holdout_split  # noqa: E402  (the same holdout as the Pareto study)
 
 SHIFTS = ("gaussian_noise", "salt_pepper", "blur", "darker", "contrast", "rotation", "zoom", "occlusion", "background")
@@ -37,7 +36,6 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="detector epochs (default: the default preset's)")
     args = parser.parse_args()
 
-    from sign_model.data import load_dataset
     from sign_model.handedness import orientation_accuracy, train_hand_detector
     from sign_model.quiet import quiet_tensorflow
     from sign_model.robustness import perturb
@@ -46,9 +44,7 @@ def main() -> None:
     from sign_model.train_config import resolve_config
 
     quiet_tensorflow()
-    with tempfile.TemporaryDirectory(prefix="hands-") as tmp:
-        csv_path, source = real_or_synthetic_csv(Path(tmp))
-        full = load_dataset(csv_path)
+    full, source = real_or_synthetic_dataset()
     fit_idx, holdout_idx = holdout_split(full.images, full.labels)
     fit_images, fit_labels, holdout = full.images[fit_idx], full.labels[fit_idx], full.images[holdout_idx]
     rows = []
