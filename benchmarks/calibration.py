@@ -51,16 +51,16 @@ def fit_temperature(log_probs: np.ndarray, true_index: np.ndarray) -> float:
 
 
 def measured(probs: np.ndarray, true_index: np.ndarray) -> list[str]:
-    from sign_model.predictions import LOW_CONFIDENCE
     from sklearn.metrics import log_loss
 
-    from sign_model.evaluate import calibration_error
+    from sign_model.evaluate import confidence_summary
+    from sign_model.predictions import LOW_CONFIDENCE
 
-    confidence, right = probs.max(1), probs.argmax(1) == true_index
-    low = confidence < LOW_CONFIDENCE
+    summary, right = confidence_summary(probs, true_index), probs.argmax(1) == true_index
+    flagged = f"{summary['errors_flagged']:.0%}" if "errors_flagged" in summary else "-"
     return [f"{right.mean():.2%}", f"{log_loss(true_index, probs, labels=np.arange(probs.shape[1])):.3f}",
-            f"{calibration_error(probs, true_index):.3f}", f"{confidence.mean():.3f}", f"{low.mean():.1%}",
-            f"{low[~right].mean():.0%}" if (~right).any() else "-", f"{low[right].mean():.1%}"]
+            f"{summary['calibration_error']:.3f}", f"{summary['mean_confidence']:.3f}",
+            f"{summary['low_confidence']:.1%}", flagged, f"{(probs.max(1)[right] < LOW_CONFIDENCE).mean():.1%}"]
 
 
 def main() -> None:

@@ -124,9 +124,9 @@ def scorer_rows_per_second(csv_path: Path, onnx_path: Path, workdir: Path) -> fl
 
 def run_trial(name: str, seed: int, dataset, holdout, holdout_groups: np.ndarray, csv_path: Path, workdir: Path,
               epochs: int | None, teacher=None) -> Trial:
-    from sign_model.predictions import LOW_CONFIDENCE
     from sign_model import export
     from sign_model.distill import teacher_probabilities
+    from sign_model.evaluate import confidence_summary
     from sign_model.robustness import robustness_report
     from sign_model.train import epoch_progress, to_indices, train_model
     from sign_model.train_config import resolve_config
@@ -154,10 +154,11 @@ def run_trial(name: str, seed: int, dataset, holdout, holdout_groups: np.ndarray
         KEEP_DIR.mkdir(parents=True, exist_ok=True)
         shutil.copy(fp32, KEEP_DIR / f"{name.replace('/', '-')}-{seed}.onnx")
     right = probs.argmax(1) == holdout_true
+    confidence = confidence_summary(probs, holdout_true)
     return Trial(result.train_seconds, float(right.mean()), report.mean, report.worst,
                  report.worst_kind, {k: round(v, 4) for k, v in report.at().items()},
                  groups_wrong(right, holdout_groups),
-                 float(probs.max(1).mean()), float((probs.max(1) < LOW_CONFIDENCE).mean()),
+                 confidence['mean_confidence'], confidence['low_confidence'],
                  export.onnx_macs(fp32), int(result.model.count_params()),
                  scorer_rows_per_second(csv_path, fp32, out), scorer_rows_per_second(csv_path, int8, out))
 

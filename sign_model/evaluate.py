@@ -26,6 +26,7 @@ class Evaluation:
     probabilities: np.ndarray  # (N, 24)
     true_index: np.ndarray
     pred_index: np.ndarray
+    confidence: dict[str, float]  # confidence_summary, also in `overall`
 
     def metrics(self) -> dict[str, float]:
         """MLflow metric names: test/accuracy, test/macro_f1, ..., test/f1/A, ..."""
@@ -69,7 +70,6 @@ def summarize(true_index: np.ndarray, pred_index: np.ndarray) -> tuple[dict[str,
 
 
 CALIBRATION_BINS = 15
-CONFIDENCE_KEYS = ("mean_confidence", "low_confidence", "errors_flagged", "calibration_error")
 
 
 def calibration_error(probabilities: np.ndarray, true_index: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
@@ -104,8 +104,9 @@ def evaluate_model(model, dataset: SignDataset) -> Evaluation:
     pred_index = probabilities.argmax(axis=1)
     confusion = confusion_matrix(true_index, pred_index)
     overall, per_class = summarize(true_index, pred_index)
-    overall.update(confidence_summary(probabilities, true_index))
-    return Evaluation(overall, per_class, confusion, probabilities, true_index, pred_index)
+    confidence = confidence_summary(probabilities, true_index)
+    overall.update(confidence)
+    return Evaluation(overall, per_class, confusion, probabilities, true_index, pred_index, confidence)
 
 
 def predictions_frame(evaluation: Evaluation, dataset: SignDataset) -> pd.DataFrame:

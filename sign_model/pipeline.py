@@ -195,7 +195,7 @@ def evaluate_step(run_id: str, files: DataFiles, trained: Trained, out_dir: Path
     """Test-split metrics and the seed's analysis pictures, logged to the run."""
     import keras
 
-    from sign_model.evaluate import CONFIDENCE_KEYS, evaluate_model, save_evaluation_outputs
+    from sign_model.evaluate import evaluate_model, save_evaluation_outputs
 
     test = load_dataset(files.test)
     model = keras.models.load_model(trained.model_path)
@@ -211,9 +211,8 @@ def evaluate_step(run_id: str, files: DataFiles, trained: Trained, out_dir: Path
         tracking.log_json(summary, "evaluation/metrics.json")
         mlflow.set_tag("test_accuracy", f"{evaluation.overall['accuracy']:.6f}")
     overall = evaluation.overall
-    confidence = {key: float(overall[key]) for key in CONFIDENCE_KEYS if key in overall}
     return Evaluated(float(overall["accuracy"]), float(overall["macro_f1"]), int(overall["errors"]), int(overall["rows"]),
-                     confidence)
+                     evaluation.confidence)
 
 
 def robustness_step(run_id: str, files: DataFiles, trained: Trained, out_dir: Path) -> Robustness:
