@@ -121,6 +121,10 @@ def count_macs(net) -> float:
 
 
 # ---------------------------------------------------------------- augmentation (sign_model.augment)
+# A replica of sign_model.augment as it was before its shifts came in several makes (motion
+# blur, lower resolution, filled borders, brightness-dependent noise, occluders of other fills
+# and shapes; benchmarks/shift_variants.py): screens run with it rank recipes under the older
+# augmentation. Port those makes before trusting a new screen's robustness numbers.
 
 SHIFT_KINDS = ("darker", "brighter", "contrast", "gamma", "blur", "background", "noise", "salt_pepper")
 

@@ -8,10 +8,17 @@ Each operation is applied to a random share of the images, with a random strengt
 images stay common (clean accuracy is not traded away):
 - mirror (a left-handed signer) with probability `mirror`;
 - a share `photometric` of the images gets ONE shift each, picked at random: darker or brighter
-  exposure, contrast, gamma, blur, a textured background at the border, Gaussian sensor noise
-  (sigma up to `noise_std`) or salt-and-pepper; the rest stays clean (stacked shifts gave
-  images no camera makes, and cost ~5 points of clean accuracy in our measurements);
-- a square occlusion patch with probability `occlusion`.
+  exposure, contrast, gamma, blur (Gaussian, or a horizontal or vertical motion streak), a lower
+  resolution, a textured background at the border, a border filled with black, white or grey
+  (what a shift, zoom-out or rotation with constant fill leaves), sensor noise (sigma up to
+  `noise_std`, additive or growing with brightness like shot and speckle noise, per pixel or in
+  grainy blobs) or salt-and-pepper
+  (or salt or pepper alone); the rest stays clean (stacked shifts gave images no camera makes,
+  and cost ~5 points of clean accuracy in our measurements);
+- an occluding patch with probability `occlusion`: a square, an oblong or a bar, filled with one
+  grey, black, white, noise or stripes at any angle.
+Each kind comes in several makes because an independent check makes its shifts its own way:
+trained on one make, the model failed others of the same kind (benchmarks/shift_variants.py).
 For the last `augment_tail` share of the epochs both shares drop to a third
 (`augmentation_schedule`): clean accuracy recovers in the low-learning-rate tail.
 The strengths reach past the robustness suite's moderate severity (`sign_model.robustness`).
@@ -24,7 +31,8 @@ import math
 import numpy as np
 
 
-SHIFT_KINDS = ("darker", "brighter", "contrast", "gamma", "blur", "background", "noise", "salt_pepper")
+SHIFT_KINDS = ("darker", "brighter", "contrast", "gamma", "blur", "low_resolution", "background", "fill_border",
+               "noise", "salt_pepper")
 
 
 def _gaussian_kernel(sigma: float, radius: int = 2) -> np.ndarray:
@@ -39,17 +47,24 @@ def _radial_border_weight() -> np.ndarray:
     return np.clip((radius - 0.25) / 0.5, 0, 1).astype(np.float32)[None, :, :, None]
 
 
-def photometric_augmenter(mirror: float, noise_std: float, photometric: float, occlusion: float, strength=None):
+def photometric_augmenter(mirror: float, noise_std: float, photometric: float, occlusion: float, strength=None,
+                          kinds: tuple[str, ...] = SHIFT_KINDS):
     """A function (B, 28, 28, 1) float32 0-255 -> same shape, whole pixels, for tf.data.map.
 
     `strength` (a tf.Variable, 1.0 by default) scales the shifted share and the occlusion
-    chance while training runs (`augmentation_schedule` lowers it for the last epochs)."""
+    chance while training runs (`augmentation_schedule` lowers it for the last epochs); `kinds`
+    are the shifts the shifted share draws from (all of SHIFT_KINDS by default)."""
     import tensorflow as tf
 
+    unknown = set(kinds) - set(SHIFT_KINDS)
+    if unknown or not kinds:
+        raise ValueError(f"unknown shift kinds {sorted(unknown)}; choose from {list(SHIFT_KINDS)}")
     scale = strength if strength is not None else tf.constant(1.0)
-    blur_kernel = tf.constant(_gaussian_kernel(1.2))
+    kernels = tf.constant(np.stack([_gaussian_kernel(1.2), *_motion_kernels()]))
     border = tf.constant(_radial_border_weight())
     max_gamma = math.log(2.8)
+    rows = tf.reshape(tf.range(28, dtype=tf.float32), [1, 28, 1, 1])
+    cols = tf.reshape(tf.range(28, dtype=tf.float32), [1, 1, 28, 1])
 
     def augment(x):
         batch = tf.shape(x)[0]
@@ -60,44 +75,135 @@ def photometric_augmenter(mirror: float, noise_std: float, photometric: float, o
         def uniform(low: float, high: float, shape=None):
             return tf.random.uniform(shape or [batch, 1, 1, 1], low, high)
 
+        def one_of(n: int):
+            return tf.random.uniform([batch, 1, 1, 1], 0, n, dtype=tf.int32)
+
         if mirror > 0:
             x = tf.where(chance(mirror), tf.reverse(x, axis=[2]), x)
         if photometric > 0:
             # one shift per shifted image (stacked shifts make images no camera would produce, and
             # training on unrecognisable images costs clean accuracy); the rest stays clean
             shifted = chance(photometric * scale)
-            pick = tf.random.uniform([batch, 1, 1, 1], 0, len(SHIFT_KINDS), dtype=tf.int32)
+            pick = tf.gather(tf.constant([SHIFT_KINDS.index(k) for k in kinds]), one_of(len(kinds)))
 
             def some(kind: str):
                 return shifted & tf.equal(pick, SHIFT_KINDS.index(kind))
 
             mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
-            padded = tf.pad(x, [[0, 0], [2, 2], [2, 2], [0, 0]], mode="SYMMETRIC")
-            blurred = tf.nn.depthwise_conv2d(padded, blur_kernel, strides=[1, 1, 1, 1], padding="VALID")
-            texture = tf.image.resize(uniform(0.0, 255.0, [batch, 4, 4, 1]), [28, 28], method="bilinear")
-            weight = border * uniform(0.0, 0.7)
-            hit = tf.random.uniform(tf.shape(x)) < uniform(0.0, 0.10)
-            salt = tf.where(tf.random.uniform(tf.shape(x)) < 0.5, 255.0, 0.0)
-            gamma = tf.exp(uniform(-max_gamma, max_gamma))
             x = tf.where(some("darker"), x * uniform(0.3, 1.0), x)
             x = tf.where(some("brighter"), x + uniform(0.0, 0.6) * (255.0 - x), x)
             x = tf.where(some("contrast"), mean + uniform(0.25, 1.0) * (x - mean), x)
+            gamma = tf.exp(uniform(-max_gamma, max_gamma))
             x = tf.where(some("gamma"), 255.0 * tf.pow(tf.clip_by_value(x, 0.0, 255.0) / 255.0 + 1e-6, gamma), x)
-            x = tf.where(some("blur"), x + uniform(0.0, 1.0) * (blurred - x), x)
+            x = tf.where(some("blur"), x + uniform(0.0, 1.0) * (_blurred(x, kernels, one_of(3)) - x), x)
+            x = tf.where(some("low_resolution"), _lower_resolution(x), x)
+            texture = tf.image.resize(uniform(0.0, 255.0, [batch, 4, 4, 1]), [28, 28], method="bilinear")
+            weight = border * uniform(0.0, 0.7)
             x = tf.where(some("background"), (1.0 - weight) * x + weight * texture, x)
+            x = tf.where(some("fill_border"), _filled_border(x, rows, cols, uniform, one_of), x)
             if noise_std > 0:
-                x = tf.where(some("noise"), x + uniform(0.0, noise_std) * tf.random.normal(tf.shape(x)), x)
+                x = tf.where(some("noise"), x + uniform(0.0, noise_std) * _noise_scale(x, uniform)
+                             * _noise_field(x, kernels[0], uniform), x)
+            hit = tf.random.uniform(tf.shape(x)) < uniform(0.0, 0.10)
+            salt_share = tf.gather(tf.constant([0.5, 0.0, 1.0]), one_of(3))  # salt and pepper, pepper only, salt only
+            salt = tf.where(tf.random.uniform(tf.shape(x)) < salt_share, 255.0, 0.0)
             x = tf.where(some("salt_pepper") & hit, salt, x)
         if occlusion > 0:
-            side = tf.floor(uniform(4.0, 12.0))
-            top, left = tf.floor(uniform(2.0, 26.0 - side)), tf.floor(uniform(2.0, 26.0 - side))
-            rows = tf.reshape(tf.range(28, dtype=tf.float32), [1, 28, 1, 1])
-            cols = tf.reshape(tf.range(28, dtype=tf.float32), [1, 1, 28, 1])
-            inside = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
-            x = tf.where(chance(occlusion * scale) & inside, uniform(0.0, 255.0), x)
+            x = tf.where(chance(occlusion * scale), _occluded(x, rows, cols, uniform, one_of), x)
         return tf.clip_by_value(tf.round(x), 0.0, 255.0)
 
     return augment
+
+
+def _motion_kernels() -> list[np.ndarray]:
+    """Horizontal and vertical motion streaks of 5 px, as 5 x 5 depthwise kernels."""
+    line = np.zeros((5, 5), dtype=np.float32)
+    line[2, :] = 0.2
+    return [line[:, :, None, None], line.T.copy()[:, :, None, None]]
+
+
+def _blurred(x, kernels, which):
+    """Gaussian (which 0), horizontal (1) or vertical (2) motion blur, per image."""
+    import tensorflow as tf
+
+    padded = tf.pad(x, [[0, 0], [2, 2], [2, 2], [0, 0]], mode="SYMMETRIC")
+    every = [tf.nn.depthwise_conv2d(padded, kernels[i], strides=[1, 1, 1, 1], padding="VALID") for i in range(3)]
+    return tf.where(tf.equal(which, 0), every[0], tf.where(tf.equal(which, 1), every[1], every[2]))
+
+
+def _lower_resolution(x):
+    """Down to 10-20 px a side (one size per batch) and back up: a small or distant camera image."""
+    import tensorflow as tf
+
+    side = tf.random.uniform([], 10, 21, dtype=tf.int32)
+    small = tf.image.resize(x, tf.stack([side, side]), method="bilinear", antialias=True)
+    return tf.image.resize(small, [28, 28], method="bilinear")
+
+
+def _noise_field(x, gaussian_kernel, uniform):
+    """Unit Gaussian noise per pixel, or (1 image in 3) blurred over ~1 px and rescaled to unit
+    deviation: the grainy blobs of sensor noise after demosaicing and denoising."""
+    import tensorflow as tf
+
+    white = tf.random.normal(tf.shape(x))
+    padded = tf.pad(white, [[0, 0], [2, 2], [2, 2], [0, 0]], mode="SYMMETRIC")
+    norm = tf.sqrt(tf.reduce_sum(tf.square(gaussian_kernel)))
+    smooth = tf.nn.depthwise_conv2d(padded, gaussian_kernel, strides=[1, 1, 1, 1], padding="VALID") / norm
+    return tf.where(uniform(0.0, 1.0) < 1 / 3, smooth, white)
+
+
+def _noise_scale(x, uniform):
+    """Per-pixel noise scale: 1 (additive sensor noise) blended, by a random share per image,
+    towards 2.5 x brightness (shot and speckle noise grow with the light a pixel gets)."""
+    import tensorflow as tf
+
+    signal = uniform(0.0, 1.0)
+    return (1.0 - signal) + signal * 2.5 * tf.clip_by_value(x / 255.0, 0.0, 1.0)
+
+
+def _fill_value(uniform, one_of):
+    """Black, white or one random grey per image: what a crop, a rotation or a patch fills with."""
+    import tensorflow as tf
+
+    which = one_of(3)
+    return tf.where(tf.equal(which, 0), 0.0, tf.where(tf.equal(which, 1), 255.0, uniform(0.0, 255.0)))
+
+
+def _filled_border(x, rows, cols, uniform, one_of):
+    """The border a shift, zoom-out or rotation with constant fill leaves: bands of 0-5 px on each
+    side and cut corners of 0-8 px, in black, white or one grey (training's geometric layers fill
+    with the nearest edge pixel instead)."""
+    import tensorflow as tf
+
+    def band():
+        return tf.floor(uniform(0.0, 6.0)) * tf.cast(uniform(0.0, 1.0) < 0.5, tf.float32)
+
+    corner = tf.floor(uniform(0.0, 9.0))
+    inside = ((rows >= band()) & (rows < 28.0 - band()) & (cols >= band()) & (cols < 28.0 - band())
+              & (rows + cols >= corner) & (27.0 - rows + cols >= corner) & (rows + 27.0 - cols >= corner)
+              & (54.0 - rows - cols >= corner))
+    return tf.where(inside, x, _fill_value(uniform, one_of))
+
+
+def _occluded(x, rows, cols, uniform, one_of):
+    """A patch over part of the image: a square or oblong of 4-11 px a side, or a bar of
+    3-5 x 14-21 px, filled with one grey (4 in 10), black, white (1 each), noise or stripes (2 each)."""
+    import tensorflow as tf
+
+    bar = uniform(0.0, 1.0) < 0.25
+    long_side, short_side = tf.floor(uniform(14.0, 22.0)), tf.floor(uniform(3.0, 6.0))
+    height = tf.where(bar, tf.where(uniform(0.0, 1.0) < 0.5, long_side, short_side), tf.floor(uniform(4.0, 12.0)))
+    width = tf.where(bar, long_side + short_side - height, tf.floor(uniform(4.0, 12.0)))
+    top, left = tf.floor(uniform(0.0, 1.0) * (25.0 - height)) + 2.0, tf.floor(uniform(0.0, 1.0) * (25.0 - width)) + 2.0
+    inside = (rows >= top) & (rows < top + height) & (cols >= left) & (cols < left + width)
+    width_px, angle = uniform(1.0, 3.0), uniform(0.0, math.pi)  # stripes 1-3 px wide, at any angle
+    across = rows * tf.cos(angle) + cols * tf.sin(angle)
+    stripes = tf.where(tf.math.floormod(tf.floor(across / width_px), 2.0) < 1.0, uniform(0.0, 80.0), uniform(175.0, 255.0))
+    noise = tf.random.uniform(tf.shape(x), 0.0, 255.0)
+    pattern = one_of(10)  # 4 in 10 one grey, 1 black, 1 white, 2 noise, 2 stripes
+    flat = tf.where(tf.equal(pattern, 4), 0.0, tf.where(tf.equal(pattern, 5), 255.0, uniform(0.0, 255.0)))
+    fill = tf.where(pattern < 6, flat, tf.where(pattern < 8, noise, stripes))
+    return tf.where(inside, fill, x)
 
 
 def augmentation_schedule(strength, epochs: int, tail: float, tail_strength: float = 1 / 3):

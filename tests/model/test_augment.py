@@ -50,3 +50,75 @@ def test_strength_zero_leaves_the_shifted_share_clean(synthetic_datasets):
     x = _batch(synthetic_datasets[0].images)
     off = photometric_augmenter(0.0, 0.0, 1.0, 1.0, tf.Variable(0.0))
     assert np.array_equal(np.asarray(off(x)), x)
+
+
+def _flat(value: float, n: int = 400) -> np.ndarray:
+    return np.full((n, 28, 28, 1), value, dtype=np.float32)
+
+
+def test_occluders_come_in_several_fills_and_shapes():
+    """An independent check occludes its own way: black, white, textured patches and bars."""
+    out = np.asarray(photometric_augmenter(0.0, 0.0, 0.0, 1.0)(_flat(128.0)))[..., 0]
+    fills, shapes = set(), set()
+    for image in out:
+        rows, cols = np.nonzero(image != 128.0)
+        if len(rows) == 0:
+            continue
+        patch = image[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        fills.add("black" if (patch == 0).all() else "white" if (patch == 255).all()
+                  else "grey" if len(np.unique(patch)) == 1 else "textured")
+        height, width = patch.shape
+        shapes.add("bar" if max(height, width) >= 3 * min(height, width) else "patch")
+    assert fills == {"black", "white", "grey", "textured"} and shapes == {"bar", "patch"}
+
+
+def test_sensor_noise_grows_with_brightness_in_some_images():
+    """Shot and speckle noise are stronger where the light is: not only additive noise."""
+    x = _flat(30.0)
+    x[:, :, 14:] = 225.0
+    out = np.asarray(photometric_augmenter(0.0, 20.0, 1.0, 0.0, kinds=("noise",))(x))
+    dark, bright = (out - x)[:, :, :14].std(axis=(1, 2, 3)), (out - x)[:, :, 14:].std(axis=(1, 2, 3))
+    noisy = dark > 1.0
+    assert np.median(bright[noisy] / dark[noisy]) > 1.3
+
+
+def test_blur_includes_horizontal_and_vertical_motion_streaks():
+    x = _flat(0.0)
+    x[:, 14, 14] = 255.0
+    out = np.asarray(photometric_augmenter(0.0, 0.0, 1.0, 0.0, kinds=("blur",))(x))[..., 0]
+    lit = out > 0
+    along_row = lit.any(axis=2).sum(axis=1) == 1  # every lit pixel in one row
+    along_column = lit.any(axis=1).sum(axis=1) == 1
+    spread = lit.sum(axis=(1, 2)) > 1
+    assert (along_row & spread).any() and (along_column & spread).any() and (spread & ~along_row & ~along_column).any()
+
+
+def test_filled_border_leaves_the_centre_and_fills_with_one_value():
+    out = np.asarray(photometric_augmenter(0.0, 0.0, 1.0, 0.0, kinds=("fill_border",))(_flat(128.0)))[..., 0]
+    assert (out[:, 9:19, 9:19] == 128.0).all()
+    changed = out != 128.0
+    assert changed.any(axis=(1, 2)).mean() > 0.5
+    for image, mask in zip(out, changed):
+        assert len(np.unique(image[mask])) <= 1
+    assert {0.0, 255.0} <= set(np.unique(out[changed]).tolist())
+
+
+def test_lower_resolution_removes_fine_detail():
+    checks = np.indices((28, 28)).sum(axis=0) % 2 * 255.0
+    x = np.broadcast_to(checks[None, :, :, None], (64, 28, 28, 1)).astype(np.float32)
+    out = np.asarray(photometric_augmenter(0.0, 0.0, 1.0, 0.0, kinds=("low_resolution",))(x))
+    assert (out.std(axis=(1, 2, 3)) < 0.5 * x.std(axis=(1, 2, 3))).all()
+
+
+def test_unknown_shift_kinds_are_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown shift kinds"):
+        photometric_augmenter(0.0, 0.0, 1.0, 0.0, kinds=("snow",))
+
+
+def test_sensor_noise_comes_per_pixel_and_in_grainy_blobs():
+    out = np.asarray(photometric_augmenter(0.0, 20.0, 1.0, 0.0, kinds=("noise",))(_flat(128.0)))[..., 0] - 128.0
+    noisy = [image for image in out if image.std() > 1.0]
+    neighbours = np.array([np.corrcoef(image[:, :-1].ravel(), image[:, 1:].ravel())[0, 1] for image in noisy])
+    assert 0.1 < (neighbours > 0.4).mean() < 0.6 and (neighbours < 0.15).mean() > 0.4
