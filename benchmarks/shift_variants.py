@@ -210,10 +210,14 @@ def main() -> None:
     suite_kinds = sorted({kind for kind, _ in VARIANTS.values()})
     suite = {kind: perturb(images, kind, GATE_SEVERITY) for kind in suite_kinds}
     rows = [["clean", "-", "-", *(f"{accuracy(p, images):.2%}" for p in predictors.values())]]
+    scores = {name: [accuracy(p, make_variant(images, name)) for p in predictors.values()] for name in VARIANTS}
     for name, (kind, _) in VARIANTS.items():
-        shifted = make_variant(images, name)
-        cells = [f"{accuracy(p, shifted):.2%} ({accuracy(p, suite[kind]):.1%})" for p in predictors.values()]
+        cells = [f"{score:.2%} ({accuracy(p, suite[kind]):.1%})" for score, p in zip(scores[name], predictors.values())]
         rows.append([name, kind, "yes" if name in TRAINED_MAKES else "no", *cells])
+    for trained, label in ((True, "yes"), (False, "no")):
+        chosen = np.array([scores[name] for name in VARIANTS if (name in TRAINED_MAKES) == trained])
+        rows.append([f"mean over {len(chosen)} variants", "-", label, *(f"{m:.2%}" for m in chosen.mean(axis=0))])
+        rows.append([f"worst of {len(chosen)} variants", "-", label, *(f"{m:.2%}" for m in chosen.min(axis=0))])
     print_table(f"Accuracy on {len(images)} grouped-holdout rows under variants of the suite's shifts "
                 f"(in brackets: the suite's own {GATE_SEVERITY} shift of that kind); {source}",
                 ["variant", "suite kind", "make trained on", *predictors], rows)

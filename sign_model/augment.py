@@ -7,7 +7,8 @@ model, so the exported ONNX contract (raw pixels in, Rescaling inside) does not 
 Each operation is applied to a random share of the images, with a random strength, so clean
 images stay common (clean accuracy is not traded away):
 - mirror (a left-handed signer) with probability `mirror`;
-- a share `photometric` of the images gets ONE shift each, picked at random: darker or brighter
+- a share `photometric` of the images gets ONE shift each, picked at random (noise and
+  salt-and-pepper twice as often as the others, `SHIFT_WEIGHTS`): darker or brighter
   exposure, contrast, gamma, blur (Gaussian, or a horizontal or vertical motion streak), a lower
   resolution, a textured background at the border, a border filled with black, white or grey
   (what a shift, zoom-out or rotation with constant fill leaves), sensor noise (sigma up to
@@ -33,6 +34,10 @@ import numpy as np
 
 SHIFT_KINDS = ("darker", "brighter", "contrast", "gamma", "blur", "low_resolution", "background", "fill_border",
                "noise", "salt_pepper")
+# how often each shift is picked, relative to the others: sensor noise and salt-and-pepper come in
+# the most makes (per pixel or grainy, additive or with brightness; salt, pepper or both) and are
+# the kinds small models lose most to, so they get twice the share
+SHIFT_WEIGHTS = {kind: 2.0 if kind in ("noise", "salt_pepper") else 1.0 for kind in SHIFT_KINDS}
 
 
 def _gaussian_kernel(sigma: float, radius: int = 2) -> np.ndarray:
@@ -84,7 +89,9 @@ def photometric_augmenter(mirror: float, noise_std: float, photometric: float, o
             # one shift per shifted image (stacked shifts make images no camera would produce, and
             # training on unrecognisable images costs clean accuracy); the rest stays clean
             shifted = chance(photometric * scale)
-            pick = tf.gather(tf.constant([SHIFT_KINDS.index(k) for k in kinds]), one_of(len(kinds)))
+            odds = tf.math.log(tf.constant([[SHIFT_WEIGHTS[k] for k in kinds]]))
+            drawn = tf.reshape(tf.random.categorical(odds, batch, dtype=tf.int32), [batch, 1, 1, 1])
+            pick = tf.gather(tf.constant([SHIFT_KINDS.index(k) for k in kinds]), drawn)
 
             def some(kind: str):
                 return shifted & tf.equal(pick, SHIFT_KINDS.index(kind))

@@ -122,3 +122,10 @@ def test_sensor_noise_comes_per_pixel_and_in_grainy_blobs():
     noisy = [image for image in out if image.std() > 1.0]
     neighbours = np.array([np.corrcoef(image[:, :-1].ravel(), image[:, 1:].ravel())[0, 1] for image in noisy])
     assert 0.1 < (neighbours > 0.4).mean() < 0.6 and (neighbours < 0.15).mean() > 0.4
+
+
+def test_noise_is_picked_twice_as_often_as_an_exposure_shift():
+    out = np.asarray(photometric_augmenter(0.0, 20.0, 1.0, 0.0, kinds=("noise", "darker"))(_flat(128.0, 3000)))
+    spread = out.reshape(len(out), -1).std(axis=1)
+    noisy, darker = (spread > 0.5).sum(), ((spread == 0) & (out[:, 0, 0, 0] < 127.5)).sum()
+    assert 1.6 < noisy / darker < 2.5
