@@ -29,8 +29,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import print_table, real_or_synthetic_dataset  # noqa: E402
-from benchmarks.model_pareto import holdout_split  # noqa: E402  (the same holdout as the Pareto study)
+from benchmarks.common import print_table  # noqa: E402
+from benchmarks.model_pareto import load_holdout  # noqa: E402  (the same holdout as the Pareto study)
 
 
 def with_temperature(log_probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -69,16 +69,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from sign_model.export import onnx_predictor
-    from sign_model.quiet import quiet_tensorflow
     from sign_model.robustness import GATE_SEVERITY, KINDS, perturb
     from sign_model.split import near_copy_groups
-    from sign_model.train import to_indices
 
-    quiet_tensorflow()
-    full, source = real_or_synthetic_dataset()
-    _, holdout = holdout_split(full.images, full.labels)
-    images, true_index = full.images[holdout], to_indices(full.labels[holdout])
-    photos = near_copy_groups(images, full.labels[holdout])
+    holdout = load_holdout()
+    images, true_index, source = holdout.images, holdout.true_index, holdout.source
+    photos = near_copy_groups(images, holdout.full.labels[holdout.index])
     half_of_photo = dict(zip(np.unique(photos), np.random.default_rng(0).integers(0, 2, len(np.unique(photos)))))
     half = np.array([half_of_photo[p] for p in photos])
     shifted_images = {kind: perturb(images, kind, GATE_SEVERITY) for kind in KINDS}

@@ -34,8 +34,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import print_table, real_or_synthetic_dataset  # noqa: E402
-from benchmarks.model_pareto import holdout_split  # noqa: E402  (the same holdout as the Pareto study)
+from benchmarks.common import print_table  # noqa: E402
+from benchmarks.model_pareto import load_holdout  # noqa: E402  (the same holdout as the Pareto study)
 
 Variant = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -194,14 +194,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from sign_model.export import onnx_predictor
-    from sign_model.quiet import quiet_tensorflow
     from sign_model.robustness import GATE_SEVERITY, perturb
-    from sign_model.train import to_indices
 
-    quiet_tensorflow()
-    full, source = real_or_synthetic_dataset()
-    _, holdout = holdout_split(full.images, full.labels)
-    images, true_index = full.images[holdout], to_indices(full.labels[holdout])
+    holdout = load_holdout()
+    images, true_index, source = holdout.images, holdout.true_index, holdout.source
     predictors = {path.stem: onnx_predictor(path) for path in args.models}
 
     def accuracy(predict, x: np.ndarray) -> float:
