@@ -119,8 +119,9 @@ PRESETS: dict[str, TrainConfig] = {
     # studio-clean images; on the grouped holdout no better clean and far less robust (README)
     "studio": TrainConfig(photometric=0.0, occlusion=0.0, noise_std=30.0, augment_tail=0.0),
     # the default recipe on bn_cnn16_late behind the smallest hand detector: 5.8 M MACs, a third
-    # of the default's training time, 2.2x its scorer rows/s; 3 seeds: 0.6 points less clean and
-    # ~2 less robust on average (README, Pareto study)
+    # of the default's training time, 2.2x its scorer rows/s; 3 seeds of the several-makes recipe:
+    # 97.4-98.1 % clean, suite mean 94.3-95.6 % (the default's 2 seeds: 97.9-99.98 %, 97.0-98.2 %;
+    # README, Pareto study)
     "lite": TrainConfig(architecture="bn_cnn16_late", hand_detector=4),
     # one model for both hands, no hand detector: clean 96.0 %, robustness mean 94.5 %, mirror
     # 97.4 %, worst kind occlusion 82.6 % (one seed, README)
