@@ -69,8 +69,8 @@ RECIPES: dict[str, dict] = {
     # camera with occlusion on a quarter of the images and rotation to 12 deg: the GPU screen's
     # best for bn_cnn; on the CPU +2 points occlusion, -0.2/-0.5 clean (README, "The GPU screen")
     "camera-occ": {"occlusion": 0.25, "rotation_deg": 12.0, "hand_detector": 0},
-    # the camera recipe before the shifts came in several makes raised its shares (sign_model.augment;
-    # benchmarks/shift_variants.py); the code now makes every kind its several ways
+    # the camera recipe's earlier shares (0.375 / 0.2 since every shift comes in several makes,
+    # README "The same kinds, made another way"); the makes themselves are the same code
     "camera-narrow": {"photometric": 0.3, "occlusion": 0.1, "hand_detector": 0},
 }
 # "+hands": the same recipe with the left-hand detector in front (sign_model/handedness.py); the
