@@ -194,12 +194,12 @@ def test_serve_registers_both_schedules_and_skips_unchanged_data(trained, server
         assert any("Skipping retraining" in m for m in messages), messages
         assert _mlflow_runs(servers) == runs_before  # nothing was trained
     finally:
-        _stop_with_ctrl_c(proc)
+        _stop_with_ctrl_c(proc, log)
     after = {d["name"]: d for d in _prefect_post(servers, "/deployments/filter")}
     assert not after["scheduled-retraining"]["paused"] and not after["inbox-scoring"]["paused"]
 
 
-def _stop_with_ctrl_c(proc: subprocess.Popen, patience: float = 120.0) -> None:
+def _stop_with_ctrl_c(proc: subprocess.Popen, log: Path, patience: float = 120.0) -> None:
     """Ctrl-C must stop `serve`; on a loaded 2-core machine its shutdown took over 30 s, so the
     patience is generous, and a serve that outlives it is killed (never left behind) and fails."""
     os.killpg(proc.pid, signal.SIGINT)
@@ -208,7 +208,8 @@ def _stop_with_ctrl_c(proc: subprocess.Popen, patience: float = 120.0) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        raise AssertionError(f"sign-mlops serve did not stop within {patience:.0f} s of Ctrl-C") from None
+        raise AssertionError(f"sign-mlops serve did not stop within {patience:.0f} s of Ctrl-C; its log ends:\n"
+                             + log.read_text()[-3000:]) from None
 
 
 def _mlflow_runs(servers: dict) -> int:
