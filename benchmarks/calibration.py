@@ -20,7 +20,6 @@ kind, pooled). ECE: expected calibration error of the top probability, 15 equal-
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import print_table  # noqa: E402
-from benchmarks.model_pareto import load_holdout  # noqa: E402  (the same holdout as the Pareto study)
+from benchmarks.model_pareto import kept_model_paths, load_holdout  # noqa: E402  (the same holdout as the Pareto study)
 
 
 def with_temperature(log_probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -64,9 +63,7 @@ def measured(probs: np.ndarray, true_index: np.ndarray) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", type=Path, help="ONNX files trained on the fit part only")
-    args = parser.parse_args()
+    models = kept_model_paths(__doc__)
 
     from sign_model.export import onnx_predictor
     from sign_model.robustness import GATE_SEVERITY, KINDS, perturb
@@ -79,7 +76,7 @@ def main() -> None:
     half = np.array([half_of_photo[p] for p in photos])
     shifted_images = {kind: perturb(images, kind, GATE_SEVERITY) for kind in KINDS}
     rows = []
-    for path in args.models:
+    for path in models:
         predict = onnx_predictor(path)
         clean = np.log(np.clip(predict(images), 1e-12, 1.0))
         shifted = np.stack([np.log(np.clip(predict(shifted_images[kind]), 1e-12, 1.0)) for kind in KINDS])

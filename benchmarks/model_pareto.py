@@ -128,6 +128,13 @@ class Holdout:
     source: str
 
 
+def kept_model_paths(doc: str) -> list[Path]:
+    """The ONNX files named on the command line: models trained on the fit part only (PARETO_KEEP)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("models", nargs="+", type=Path, help="ONNX files trained on the fit part only")
+    return parser.parse_args().models
+
+
 def load_holdout() -> Holdout:
     from benchmarks.common import real_or_synthetic_dataset
     from sign_model.quiet import quiet_tensorflow

@@ -24,7 +24,6 @@ benchmarks/model_pareto.py).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import print_table  # noqa: E402
-from benchmarks.model_pareto import load_holdout  # noqa: E402  (the same holdout as the Pareto study)
+from benchmarks.model_pareto import kept_model_paths, load_holdout  # noqa: E402  (the same holdout as the Pareto study)
 
 Variant = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -189,16 +188,14 @@ def make_variant(images: np.ndarray, name: str, seed: int = 0) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", type=Path, help="ONNX files trained on the fit part only")
-    args = parser.parse_args()
+    models = kept_model_paths(__doc__)
 
     from sign_model.export import onnx_predictor
     from sign_model.robustness import GATE_SEVERITY, perturb
 
     holdout = load_holdout()
     images, true_index, source = holdout.images, holdout.true_index, holdout.source
-    predictors = {path.stem: onnx_predictor(path) for path in args.models}
+    predictors = {path.stem: onnx_predictor(path) for path in models}
 
     def accuracy(predict, x: np.ndarray) -> float:
         return float((predict(x.astype(np.float32)).argmax(1) == true_index).mean())
