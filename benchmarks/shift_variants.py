@@ -84,6 +84,12 @@ def _motion_blur(x: np.ndarray, rng: np.random.Generator, length: int = 5) -> np
     return out
 
 
+def _box_blur(x: np.ndarray, size: int) -> np.ndarray:
+    from scipy.ndimage import uniform_filter
+
+    return uniform_filter(x, (1, size, size))
+
+
 def _lower_resolution(x: np.ndarray, size: int = 14) -> np.ndarray:
     from PIL import Image
 
@@ -133,7 +139,7 @@ VARIANTS: dict[str, tuple[str, Variant]] = {
     "pepper only, 5 %": ("salt_pepper", lambda x, r: np.where(r.random(x.shape) < 0.05, 0.0, x)),
     "salt only, 5 %": ("salt_pepper", lambda x, r: np.where(r.random(x.shape) < 0.05, 255.0, x)),
     "motion blur, 5 px": ("blur", lambda x, r: _motion_blur(x, r, 5)),
-    "box blur 3 x 3": ("blur", lambda x, r: __import__("scipy.ndimage").ndimage.uniform_filter(x, (1, 3, 3))),
+    "box blur 3 x 3": ("blur", lambda x, r: _box_blur(x, 3)),
     "half resolution (14 x 14 and back)": ("jpeg", lambda x, r: _lower_resolution(x, 14)),
     "darker, -70 levels": ("darker", lambda x, r: x - 70),
     "brighter, +70 levels (saturating)": ("brighter", lambda x, r: x + 70),

@@ -65,7 +65,8 @@ def photometric_augmenter(mirror: float, noise_std: float, photometric: float, o
     if unknown or not kinds:
         raise ValueError(f"unknown shift kinds {sorted(unknown)}; choose from {list(SHIFT_KINDS)}")
     scale = strength if strength is not None else tf.constant(1.0)
-    kernels = tf.constant(np.stack([_gaussian_kernel(1.2), *_motion_kernels()]))
+    gaussian = tf.constant(_gaussian_kernel(1.2))
+    blurs = tf.constant(np.concatenate([_gaussian_kernel(1.2), *_motion_kernels()], axis=3))  # 3 kernels, (5, 5, 1, 3)
     border = tf.constant(_radial_border_weight())
     max_gamma = math.log(2.8)
     rows = tf.reshape(tf.range(28, dtype=tf.float32), [1, 28, 1, 1])
@@ -102,7 +103,7 @@ def photometric_augmenter(mirror: float, noise_std: float, photometric: float, o
             x = tf.where(some("contrast"), mean + uniform(0.25, 1.0) * (x - mean), x)
             gamma = tf.exp(uniform(-max_gamma, max_gamma))
             x = tf.where(some("gamma"), 255.0 * tf.pow(tf.clip_by_value(x, 0.0, 255.0) / 255.0 + 1e-6, gamma), x)
-            x = tf.where(some("blur"), x + uniform(0.0, 1.0) * (_blurred(x, kernels, one_of(3)) - x), x)
+            x = tf.where(some("blur"), x + uniform(0.0, 1.0) * (_blurred(x, blurs, one_of(3)) - x), x)
             x = tf.where(some("low_resolution"), _lower_resolution(x), x)
             texture = tf.image.resize(uniform(0.0, 255.0, [batch, 4, 4, 1]), [28, 28], method="bilinear")
             weight = border * uniform(0.0, 0.7)
@@ -110,7 +111,7 @@ def photometric_augmenter(mirror: float, noise_std: float, photometric: float, o
             x = tf.where(some("fill_border"), _filled_border(x, rows, cols, uniform, one_of), x)
             if noise_std > 0:
                 x = tf.where(some("noise"), x + uniform(0.0, noise_std) * _noise_scale(x, uniform)
-                             * _noise_field(x, kernels[0], uniform), x)
+                             * _noise_field(x, gaussian, uniform), x)
             hit = tf.random.uniform(tf.shape(x)) < uniform(0.0, 0.10)
             salt_share = tf.gather(tf.constant([0.5, 0.0, 1.0]), one_of(3))  # salt and pepper, pepper only, salt only
             salt = tf.where(tf.random.uniform(tf.shape(x)) < salt_share, 255.0, 0.0)
@@ -129,13 +130,19 @@ def _motion_kernels() -> list[np.ndarray]:
     return [line[:, :, None, None], line.T.copy()[:, :, None, None]]
 
 
-def _blurred(x, kernels, which):
-    """Gaussian (which 0), horizontal (1) or vertical (2) motion blur, per image."""
+def _filtered(x, kernels):
+    """Each 5 x 5 kernel (5, 5, 1, K) over the images, edges mirrored: (B, 28, 28, K)."""
     import tensorflow as tf
 
     padded = tf.pad(x, [[0, 0], [2, 2], [2, 2], [0, 0]], mode="SYMMETRIC")
-    every = [tf.nn.depthwise_conv2d(padded, kernels[i], strides=[1, 1, 1, 1], padding="VALID") for i in range(3)]
-    return tf.where(tf.equal(which, 0), every[0], tf.where(tf.equal(which, 1), every[1], every[2]))
+    return tf.nn.depthwise_conv2d(padded, kernels, strides=[1, 1, 1, 1], padding="VALID")
+
+
+def _blurred(x, kernels, which):
+    """Gaussian (which 0), horizontal (1) or vertical (2) motion blur, per image; one pass for all three."""
+    import tensorflow as tf
+
+    return tf.reduce_sum(_filtered(x, kernels) * tf.one_hot(which[..., 0], 3), axis=3, keepdims=True)
 
 
 def _lower_resolution(x):
@@ -153,9 +160,7 @@ def _noise_field(x, gaussian_kernel, uniform):
     import tensorflow as tf
 
     white = tf.random.normal(tf.shape(x))
-    padded = tf.pad(white, [[0, 0], [2, 2], [2, 2], [0, 0]], mode="SYMMETRIC")
-    norm = tf.sqrt(tf.reduce_sum(tf.square(gaussian_kernel)))
-    smooth = tf.nn.depthwise_conv2d(padded, gaussian_kernel, strides=[1, 1, 1, 1], padding="VALID") / norm
+    smooth = _filtered(white, gaussian_kernel) / tf.sqrt(tf.reduce_sum(tf.square(gaussian_kernel)))
     return tf.where(uniform(0.0, 1.0) < 1 / 3, smooth, white)
 
 
@@ -168,11 +173,10 @@ def _noise_scale(x, uniform):
     return (1.0 - signal) + signal * 2.5 * tf.clip_by_value(x / 255.0, 0.0, 1.0)
 
 
-def _fill_value(uniform, one_of):
-    """Black, white or one random grey per image: what a crop, a rotation or a patch fills with."""
+def _fill_value(which, uniform):
+    """Black (which 0), white (1) or one random grey (2) per image: what a crop, a rotation or a patch fills with."""
     import tensorflow as tf
 
-    which = one_of(3)
     return tf.where(tf.equal(which, 0), 0.0, tf.where(tf.equal(which, 1), 255.0, uniform(0.0, 255.0)))
 
 
@@ -189,7 +193,7 @@ def _filled_border(x, rows, cols, uniform, one_of):
     inside = ((rows >= band()) & (rows < 28.0 - band()) & (cols >= band()) & (cols < 28.0 - band())
               & (rows + cols >= corner) & (27.0 - rows + cols >= corner) & (rows + 27.0 - cols >= corner)
               & (54.0 - rows - cols >= corner))
-    return tf.where(inside, x, _fill_value(uniform, one_of))
+    return tf.where(inside, x, _fill_value(one_of(3), uniform))
 
 
 def _occluded(x, rows, cols, uniform, one_of):
@@ -208,7 +212,7 @@ def _occluded(x, rows, cols, uniform, one_of):
     stripes = tf.where(tf.math.floormod(tf.floor(across / width_px), 2.0) < 1.0, uniform(0.0, 80.0), uniform(175.0, 255.0))
     noise = tf.random.uniform(tf.shape(x), 0.0, 255.0)
     pattern = one_of(10)  # 4 in 10 one grey, 1 black, 1 white, 2 noise, 2 stripes
-    flat = tf.where(tf.equal(pattern, 4), 0.0, tf.where(tf.equal(pattern, 5), 255.0, uniform(0.0, 255.0)))
+    flat = _fill_value(tf.gather(tf.constant([2, 2, 2, 2, 0, 1]), tf.minimum(pattern, 5)), uniform)  # grey, black, white
     fill = tf.where(pattern < 6, flat, tf.where(pattern < 8, noise, stripes))
     return tf.where(inside, fill, x)
 
