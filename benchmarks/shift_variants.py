@@ -206,12 +206,14 @@ def main() -> None:
     def accuracy(predict, x: np.ndarray) -> float:
         return float((predict(x.astype(np.float32)).argmax(1) == true_index).mean())
 
-    suite_kinds = sorted({kind for kind, _ in VARIANTS.values()})
-    suite = {kind: perturb(images, kind, GATE_SEVERITY) for kind in suite_kinds}
-    rows = [["clean", "-", "-", *(f"{accuracy(p, images):.2%}" for p in predictors.values())]]
-    scores = {name: [accuracy(p, make_variant(images, name)) for p in predictors.values()] for name in VARIANTS}
+    def scored(shifted: np.ndarray) -> list[float]:
+        return [accuracy(p, shifted) for p in predictors.values()]
+
+    suite = {kind: scored(perturb(images, kind, GATE_SEVERITY)) for kind in {kind for kind, _ in VARIANTS.values()}}
+    rows = [["clean", "-", "-", *(f"{score:.2%}" for score in scored(images))]]
+    scores = {name: scored(make_variant(images, name)) for name in VARIANTS}
     for name, (kind, _) in VARIANTS.items():
-        cells = [f"{score:.2%} ({accuracy(p, suite[kind]):.1%})" for score, p in zip(scores[name], predictors.values())]
+        cells = [f"{score:.2%} ({own:.1%})" for score, own in zip(scores[name], suite[kind])]
         rows.append([name, kind, "yes" if name in TRAINED_MAKES else "no", *cells])
     for trained, label in ((True, "yes"), (False, "no")):
         chosen = np.array([scores[name] for name in VARIANTS if (name in TRAINED_MAKES) == trained])
