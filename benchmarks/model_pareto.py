@@ -77,8 +77,10 @@ RECIPES: dict[str, dict] = {
 # preset default is camera+hands, studio is previous+hands
 RECIPES.update({f"{name}+hands": {**overrides, "hand_detector": TrainConfig().hand_detector}
                 for name, overrides in list(RECIPES.items()) if "mirror" not in overrides})
-RECIPES["camera+hands4"] = {**RECIPES["camera+hands"], "hand_detector": 4}  # the smallest detector: 0.3 M MACs
-RECIPES["camera-narrow+hands4"] = {**RECIPES["camera-narrow+hands"], "hand_detector": 4}
+# the smallest detector (0.3 M MACs), trained as the `lite` preset trains it
+LITE_DETECTOR = {"hand_detector": 4, "hand_detector_epochs": PRESETS["lite"].hand_detector_epochs}
+RECIPES["camera+hands4"] = {**RECIPES["camera+hands"], **LITE_DETECTOR}
+RECIPES["camera-narrow+hands4"] = {**RECIPES["camera-narrow+hands"], **LITE_DETECTOR}
 ARCHITECTURE_OVERRIDES = {"seed_cnn": {"dropout": 0.3}, "tiny_cnn": {"dropout": 0.1}}
 CANDIDATES: dict[str, tuple[str, dict]] = {
     f"{arch}/{recipe}": (arch, {**ARCHITECTURE_OVERRIDES.get(arch, {}), **overrides})
