@@ -118,12 +118,12 @@ PRESETS: dict[str, TrainConfig] = {
     # the default recipe before #13 (geometric + contrast only), with the hand detector: for
     # studio-clean images; on the grouped holdout no better clean and far less robust (README)
     "studio": TrainConfig(photometric=0.0, occlusion=0.0, noise_std=30.0, augment_tail=0.0),
-    # the default recipe on bn_cnn16_late behind the smallest hand detector: 5.8 M MACs, a third
-    # of the default's training time, 2.2x its scorer rows/s; 3 seeds of the several-makes recipe:
-    # 97.4-98.1 % clean, suite mean 94.3-95.6 % (the default's 2 seeds: 97.9-99.98 %, 97.0-98.2 %;
-    # README, Pareto study). Its width-4 detector trains for 24 epochs, not 12: over 8 seeds it
+    # the default recipe on bn_cnn16_late behind the smallest hand detector: 5.8 M MACs, under
+    # half the default's training time, 2.2x its scorer rows/s; 3 seeds as it is now: 97.4-99.3 %
+    # clean, suite mean 95.2-96.2 % (the default's 2 seeds: 97.9-99.98 %, 97.0-98.2 %; README,
+    # Pareto study). Its width-4 detector trains for 24 epochs, not 12: over 8 seeds it
     # got 99.95 % of clean holdout hands right (12 epochs: 99.74 %), 98.2 % under salt-and-pepper
-    # (97.4 %), better or level on every seed (README, "The left-hand detector")
+    # (97.4 %), better or level on every seed (README, "Left-handed signers")
     "lite": TrainConfig(architecture="bn_cnn16_late", hand_detector=4, hand_detector_epochs=24),
     # one model for both hands, no hand detector: clean 96.0 %, robustness mean 94.5 %, mirror
     # 97.4 %, worst kind occlusion 82.6 % (one seed, README)
