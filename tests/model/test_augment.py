@@ -52,6 +52,13 @@ def test_strength_zero_leaves_the_shifted_share_clean(synthetic_datasets):
     assert np.array_equal(np.asarray(off(x)), x)
 
 
+def test_the_shifted_share_is_shifted_and_the_rest_left_exactly_as_it_was():
+    x = np.random.default_rng(0).integers(0, 256, (2000, 28, 28, 1)).astype(np.float32)
+    out = np.asarray(photometric_augmenter(0.0, 20.0, 0.375, 0.0, kinds=("noise", "salt_pepper", "darker"))(x))
+    untouched = (out == x).reshape(len(x), -1).all(axis=1)
+    assert 0.55 < untouched.mean() < 0.70  # 62.5 % of the images stay clean, bit for bit
+
+
 def _flat(value: float, n: int = 400) -> np.ndarray:
     return np.full((n, 28, 28, 1), value, dtype=np.float32)
 

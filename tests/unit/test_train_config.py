@@ -136,8 +136,8 @@ def test_the_default_trains_for_cameras_and_left_hands_and_each_preset_says_what
     assert PRESETS["seed"].photometric == 0.0 and PRESETS["seed"].hand_detector == 0
     lite = {k for k, v in PRESETS["lite"].to_dict().items() if v != default.to_dict()[k]}
     assert lite == {"architecture", "hand_detector", "hand_detector_epochs"}
-    assert 0 < PRESETS["lite"].hand_detector < default.hand_detector  # the narrow detector trains longer
-    assert PRESETS["lite"].hand_detector_epochs > default.hand_detector_epochs
+    assert 0 < PRESETS["lite"].hand_detector < default.hand_detector
+    assert PRESETS["lite"].hand_detector_epochs > default.hand_detector_epochs  # the narrow detector trains longer
 
 
 def test_a_teacher_the_flow_refuses_is_a_one_line_config_error(tmp_path, monkeypatch):
