@@ -107,7 +107,8 @@ def _draws(x):
 def _on_images(x, selected, shift):
     """`shift` (a batch -> the same batch shifted) applied to the images `selected` ((B, 1, 1, 1)
     bool) only, the rest untouched. Each shift runs on the few images that drew it, not on the
-    whole batch: the training streams run 2.3-2.5x faster (README, "What the augmentation costs")."""
+    whole batch: the training streams run 1.9-3.5x faster, though a 2-core CPU's training epochs
+    do not (README, "What the augmentation costs")."""
     import tensorflow as tf
 
     x = tf.convert_to_tensor(x)
