@@ -71,7 +71,7 @@ def main() -> None:
 
     holdout = load_holdout()
     images, true_index, source = holdout.images, holdout.true_index, holdout.source
-    photos = near_copy_groups(images, holdout.full.labels[holdout.index])
+    photos = near_copy_groups(images, holdout.labels)
     half_of_photo = dict(zip(np.unique(photos), np.random.default_rng(0).integers(0, 2, len(np.unique(photos)))))
     half = np.array([half_of_photo[p] for p in photos])
     shifted_images = {kind: perturb(images, kind, GATE_SEVERITY) for kind in KINDS}

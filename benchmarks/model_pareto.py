@@ -123,11 +123,16 @@ def holdout_split(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, n
 class Holdout:
     """The study's grouped holdout of the real (or synthetic) file, for benchmarks that score kept models."""
 
-    full: object  # the whole SignDataset
-    index: np.ndarray  # the holdout's rows of it
     images: np.ndarray
-    true_index: np.ndarray  # class indices, as the models' outputs are ordered
+    labels: np.ndarray  # Kaggle labels
     source: str
+
+    @property
+    def true_index(self) -> np.ndarray:
+        """Class indices, as the models' outputs are ordered."""
+        from sign_model.train import to_indices
+
+        return to_indices(self.labels)
 
 
 def kept_model_paths(doc: str) -> list[Path]:
@@ -140,12 +145,11 @@ def kept_model_paths(doc: str) -> list[Path]:
 def load_holdout() -> Holdout:
     from benchmarks.common import real_or_synthetic_dataset
     from sign_model.quiet import quiet_tensorflow
-    from sign_model.train import to_indices
 
     quiet_tensorflow()
     full, source = real_or_synthetic_dataset()
     _, holdout = holdout_split(full.images, full.labels)
-    return Holdout(full, holdout, full.images[holdout], to_indices(full.labels[holdout]), source)
+    return Holdout(full.images[holdout], full.labels[holdout], source)
 
 
 def scorer_rows_per_second(csv_path: Path, onnx_path: Path, workdir: Path) -> float:
