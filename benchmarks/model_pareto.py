@@ -16,8 +16,9 @@ project's own `train_model` (its grouped validation split inside), export to ONN
 - M MACs/image and parameters, read from the exported ONNX graph;
 - training wall seconds;
 - grouped-holdout accuracy (mean and worst over seeds), and how many of the holdout's near-copy
-  groups (one source photo each, 165) a seed gets mostly wrong: one wrong group of 19-124 near
-  copies (median 21) costs 0.4-2.4 points, so clean accuracy moves in those steps;
+  groups (one source photo each, 165) a seed gets mostly wrong, and which (true letter -> the
+  letter read, rows): one wrong group of 19-124 near copies (median 21) costs 0.4-2.4 points, so
+  clean accuracy moves in those steps;
 - the model's confidence on the holdout: mean top probability, and the share of rows under the
   scorer's low-confidence threshold (a recipe that softens the outputs shows here);
 - the robustness suite (sign_model.robustness) on the holdout: mean over kinds at the moderate
@@ -98,7 +99,7 @@ class Trial:
     robust_worst: float
     worst_kind: str
     moderate: dict
-    groups_wrong: int
+    wrong_photos: tuple[str, ...]  # one per near-copy group the model gets mostly wrong, "N->M (21 rows)"
     mean_confidence: float
     low_confidence: float
     macs: int
@@ -107,10 +108,21 @@ class Trial:
     int8_rows_s: float
 
 
-def groups_wrong(right: np.ndarray, groups: np.ndarray) -> int:
-    """Near-copy groups (one source photo each) of which the model gets more than half wrong."""
+def wrong_photos(predicted: np.ndarray, true: np.ndarray, groups: np.ndarray) -> tuple[str, ...]:
+    """Near-copy groups (one source photo each) of which the model gets more than half wrong, as
+    "<true letter>-><letter it reads most often> (<rows>)": whether a recipe fixes the same photos
+    or trades them for others shows here, where a count hides it."""
+    from sign_model.labels import LETTERS
+
     ids, inverse = np.unique(groups, return_inverse=True)
-    return int((np.bincount(inverse, weights=~right) > np.bincount(inverse) / 2).sum())
+    right = predicted == true
+    wrong = np.bincount(inverse, weights=~right) > np.bincount(inverse) / 2
+    photos = []
+    for group in np.flatnonzero(wrong):
+        rows = inverse == group
+        misread = np.bincount(predicted[rows & ~right]).argmax()
+        photos.append(f"{LETTERS[true[rows][0]]}->{LETTERS[misread]} ({int(rows.sum())})")
+    return tuple(sorted(photos))
 
 
 def holdout_split(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -196,7 +208,7 @@ def run_trial(name: str, seed: int, dataset, holdout, holdout_groups: np.ndarray
     confidence = confidence_summary(probs, holdout_true)
     return Trial(result.train_seconds, float(right.mean()), report.mean, report.worst,
                  report.worst_kind, {k: round(v, 4) for k, v in report.at().items()},
-                 groups_wrong(right, holdout_groups),
+                 wrong_photos(probs.argmax(1), holdout_true, holdout_groups),
                  confidence['mean_confidence'], confidence['low_confidence'],
                  export.onnx_macs(fp32), int(result.model.count_params()),
                  scorer_rows_per_second(csv_path, fp32, out), scorer_rows_per_second(csv_path, int8, out))
@@ -233,7 +245,7 @@ def main() -> None:
               f"({len(np.unique(holdout_groups))} source photos)", flush=True)
         teacher = load_teacher(str(args.teacher), "", workdir / "teacher") if args.teacher else None
         taught = f" taught by {args.teacher.stem}" if teacher else ""
-        rows = []
+        rows, photo_lines = [], []
         for spec in args.candidates:
             name, _, count = spec.partition(":")
             if name not in CANDIDATES:
@@ -243,13 +255,14 @@ def main() -> None:
                 started = time.perf_counter()
                 trial = run_trial(name, seed, fit, holdout, holdout_groups, csv_path, workdir, args.epochs, teacher)
                 trials.append(trial)
+                photo_lines.append(f"  {name} seed {seed}: {', '.join(trial.wrong_photos) or 'none'}")
                 print(f"{name} seed {seed}: {trial} ({time.perf_counter() - started:.0f} s)", flush=True)
             worst = min(trials, key=lambda t: t.robust_worst)
             rows.append([f"{name}{taught} ({len(trials)} seed{'s' if len(trials) > 1 else ''})", f"{trials[0].macs / 1e6:.2f}", f"{trials[0].params:,}",
                          f"{np.mean([t.seconds for t in trials]):.0f}",
                          f"{100 * np.mean([t.accuracy for t in trials]):.2f}",
                          f"{100 * min(t.accuracy for t in trials):.2f}",
-                         "/".join(str(t.groups_wrong) for t in trials),
+                         "/".join(str(len(t.wrong_photos)) for t in trials),
                          f"{np.mean([t.mean_confidence for t in trials]):.3f} / "
                          f"{100 * np.mean([t.low_confidence for t in trials]):.1f}",
                          f"{100 * np.mean([t.robust_mean for t in trials]):.2f}",
@@ -261,6 +274,9 @@ def main() -> None:
                      "groups wrong per seed", "holdout confidence mean / % low",
                      "robust mean % (moderate)", "worst kind % (worst seed)", "scorer rows/s fp32", "rows/s INT8"],
                     rows)
+        print("\nSource photos read wrong (true letter -> what the model read most often, rows of the photo):")
+        for line in photo_lines:
+            print(line)
 
 
 if __name__ == "__main__":
