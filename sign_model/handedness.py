@@ -34,6 +34,9 @@ MIN_DETECTOR_ACCURACY = 0.995  # on the validation split, each orientation; belo
 # the images, noise up to 30) flipped 0.8 % of clean right hands; no shifts flipped none, but missed
 # 45 % of left hands under salt-and-pepper noise
 DETECTOR_SHIFTS = {"photometric": 0.5, "occlusion": 0.1, "noise_std": 20.0}
+# the layer that hands the classifier its right-hand image; it and everything before it (the
+# detector, the switch, the mirror) stay in float when the model is quantised (export.quantize_int8)
+SWITCH_OUTPUT = "right_hand_image"
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,7 @@ def with_hand_detector(detector: Any, classifier: Any) -> Any:
     switch = layers.Reshape((1, 1, 1), name="left_switch_per_image")(switch)
     mirrored = mirror_lr("mirror")(inputs)
     flip = layers.Multiply(name="flip_if_left")([switch, layers.Subtract(name="mirror_minus_image")([mirrored, inputs])])
-    canonical = layers.Add(name="right_hand_image")([inputs, flip])
+    canonical = layers.Add(name=SWITCH_OUTPUT)([inputs, flip])
     return keras.Model(inputs, classifier(canonical), name=f"{classifier.name}_hands")
 
 
