@@ -258,20 +258,20 @@ class _Calibration:
         pass
 
 
-def hand_switch_nodes(model) -> list[str]:
-    """The nodes up to and including the hand switch's output (sign_model.handedness): the
-    detector, the switch and the mirror; none for a model without a detector."""
+def hand_switch_nodes(proto) -> list[str]:
+    """Names of the nodes up to and including the hand switch's output (sign_model.handedness):
+    the detector, the switch and the mirror; none for a model without a detector."""
     from sign_model.handedness import SWITCH_OUTPUT
 
-    producer = {output: node for node in model.graph.node for output in node.output}
-    todo = [node for node in model.graph.node if f"/{SWITCH_OUTPUT}" in node.name]
-    found: dict[str, object] = {}
+    producer = {output: node for node in proto.graph.node for output in node.output}
+    todo = [node for node in proto.graph.node if f"/{SWITCH_OUTPUT}" in node.name]
+    names: set[str] = set()
     while todo:
         node = todo.pop()
-        if node.name not in found:
-            found[node.name] = node
+        if node.name not in names:
+            names.add(node.name)
             todo += [producer[name] for name in node.input if name in producer]
-    return sorted(found)
+    return sorted(names)
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path, calibration_images: np.ndarray, metadata: dict[str, str]) -> Path:
@@ -279,9 +279,9 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration_images: np.ndarr
     quantisation pre-processing (graph optimisation and shape inference, `quant_pre_process`).
 
     The hand detector and its switch stay in float: the training rows are all right hands, so a
-    switch calibrated on them never opens (the default's INT8 read 19 % of left hands), and a
-    detector error costs the whole image. Float there was also faster (onnxruntime images/s of
-    the default 1.74x fp32, against 1.50x with the detector quantised; README, *INT8*)."""
+    switch calibrated on them never opens (the default's INT8 read 18 % of left hands), and a
+    detector error costs the whole image. Float there is also faster: the default's INT8 ran at
+    1.91x fp32's onnxruntime images/s, against 1.65x with them quantised (benchmarks/int8_hands.py)."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
 
