@@ -103,7 +103,7 @@ def test_out_of_range_detector_settings_are_refused(overrides):
 
 def test_the_int8_model_still_mirrors_left_hands(tiny_training, synthetic_datasets, tmp_path):
     """INT8 is calibrated on training rows, which are all right hands: quantised with them, the
-    switch never saw "left" and stayed shut (the default's INT8 read 19 % of left hands). The
+    switch never saw "left" and stayed shut (the default's INT8 read 18 % of left hands). The
     switch and the detector stay in float, so a mirrored image still gets the image's answer."""
     from sign_model import export
     from sign_model.handedness import with_hand_detector
