@@ -381,8 +381,10 @@ def promote_step(policy: "GatePolicy | None" = None, force: bool = False, why: s
 
     decision = registry.promote(policy or registry.GatePolicy(), force=force, why=why)
     log.info(decision.summary())
+    int8 = registry.version_by_alias(registry.INT8_MODEL, registry.CHAMPION)
     return Promotion(decision.promoted, decision.challenger_version, decision.champion_version,
-                     tuple(decision.reasons), f"models:/{registry.ONNX_MODEL}@{registry.CHAMPION}")
+                     tuple(decision.reasons), f"models:/{registry.ONNX_MODEL}@{registry.CHAMPION}",
+                     f"models:/{registry.INT8_MODEL}@{registry.CHAMPION}" if int8 is not None else None)
 
 
 def run_dir(paths: Paths, run_id: str) -> Path:

@@ -2,7 +2,8 @@
 
 Three registered models with stable names: the Keras model, its ONNX export and, when it
 earns it, the INT8 ONNX variant. Every new version gets alias `challenger`; the gate moves
-`champion` on the ONNX model and on its linked Keras/INT8 versions together.
+`champion` on the ONNX model and on its linked Keras/INT8 versions together, and takes it off
+the INT8 model when the new champion has no INT8 variant.
 """
 
 from __future__ import annotations
@@ -181,6 +182,21 @@ def _linked_versions(version: ModelVersion) -> list[tuple[str, str]]:
     return links
 
 
+def _move_champion(challenger: ModelVersion) -> None:
+    """`champion` onto the challenger and its linked versions. A linked model it has no version
+    of (INT8 is registered only when it pays) loses the alias, so that name never goes on
+    serving an earlier champion's model."""
+    client = MlflowClient()
+    linked = dict(_linked_versions(challenger))
+    for name in (ONNX_MODEL, KERAS_MODEL, INT8_MODEL):
+        if name in linked:
+            client.set_registered_model_alias(name, CHAMPION, linked[name])
+        elif version_by_alias(name, CHAMPION) is not None:
+            client.delete_registered_model_alias(name, CHAMPION)
+            log.warning("%s has no version for champion %s v%s: its alias %s is removed, so it no longer serves "
+                        "the previous champion", name, ONNX_MODEL, challenger.version, CHAMPION)
+
+
 def promote(policy: GatePolicy = GatePolicy(), force: bool = False, why: str | None = None,
             model: str = ONNX_MODEL) -> Decision:
     """Decide whether the ONNX challenger becomes champion; record and return the decision."""
@@ -204,8 +220,7 @@ def promote(policy: GatePolicy = GatePolicy(), force: bool = False, why: str | N
         decision.promoted = True
         decision.reasons.append(f"FORCED by {decision.decided_by}: {why}")
     if decision.promoted:
-        for name, version in _linked_versions(challenger):
-            MlflowClient().set_registered_model_alias(name, CHAMPION, version)
+        _move_champion(challenger)
     record_decision(decision, challenger)
     return decision
 

@@ -98,7 +98,11 @@ def result_rows(result: TrainingResult) -> list[tuple[str, str]]:
     rows += [("registered", f"keras v{registered.keras_version}, onnx v{registered.onnx_version}"
                             + (f", int8 v{registered.int8_version}" if registered.int8_version else "")),
              ("promotion", ("PROMOTED" if promotion.promoted else "not promoted") + f" v{promotion.version}"),
-             ("champion", promotion.champion_uri), ("outputs", result.run_dir)]
+             ("champion", promotion.champion_uri)]
+    if promotion.int8_champion_uri:
+        rows.append(("champion, INT8", f"{promotion.int8_champion_uri} (the champion in INT8: faster on the scorer, "
+                                           "within the gate's accuracy and robustness bounds)"))
+    rows.append(("outputs", result.run_dir))
     return rows
 
 

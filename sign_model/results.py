@@ -106,6 +106,7 @@ class Promotion:
     champion_before: str | None
     reasons: tuple[str, ...]
     champion_uri: str
+    int8_champion_uri: str | None = None  # when the champion has an INT8 variant (registered only when it pays)
 
 
 @dataclass(frozen=True)

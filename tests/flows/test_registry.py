@@ -52,6 +52,27 @@ def test_gate_keeps_better_champion_and_records_reasons(mlflow_store, onnx_model
     assert str(registry.version_by_alias(registry.ONNX_MODEL, "champion").version) == v3
 
 
+def test_a_champion_without_int8_takes_the_int8_champion_alias_away(mlflow_store, onnx_model_path):
+    """INT8 is registered only when it pays, so a new champion may have none (lite's INT8 is not
+    faster): models:/sign-mnist-onnx-int8@champion must then stop answering, not go on serving
+    the previous champion's model."""
+    tracking.configure("gate", uri=mlflow_store)
+    policy = registry.GatePolicy(accuracy_floor=0.8)
+    with mlflow.start_run() as run:
+        info = mlflow.onnx.log_model(onnx.load(str(onnx_model_path)), name="int8", save_as_external_data=False,
+                                     pip_requirements=["onnxruntime"])
+    int8 = registry.register(info.model_uri, registry.INT8_MODEL, {"run_id": run.info.run_id})
+    v1 = _new_version(onnx_model_path, 0.95)
+    registry.tag_version(registry.ONNX_MODEL, v1, {"int8_version": str(int8.version)})
+    assert registry.promote(policy).promoted
+    assert registry.version_by_alias(registry.INT8_MODEL, "champion").version == int8.version
+
+    v2 = _new_version(onnx_model_path, 0.96)  # no INT8 of its own
+    assert registry.promote(policy).promoted
+    assert str(registry.version_by_alias(registry.ONNX_MODEL, "champion").version) == v2
+    assert registry.version_by_alias(registry.INT8_MODEL, "champion") is None
+
+
 def test_floor_and_parity_block_promotion_unless_forced(mlflow_store, onnx_model_path):
     tracking.configure("gate", uri=mlflow_store)
     _new_version(onnx_model_path, 0.5)

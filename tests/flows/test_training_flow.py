@@ -83,6 +83,21 @@ def test_the_hand_detectors_check_is_in_the_run_and_the_result(flow_result):
     assert ("left-hand detector", result.trained.hand_detector) in result_rows(result)
 
 
+def test_the_result_names_the_int8_champion_only_when_there_is_one(flow_result):
+    from dataclasses import replace
+
+    from sign_model.render import result_rows
+
+    result, _ = flow_result
+    uri = "models:/sign-mnist-onnx-int8@champion"
+
+    def rows(int8_champion_uri):
+        return dict(result_rows(replace(result, promotion=replace(result.promotion, int8_champion_uri=int8_champion_uri))))
+
+    assert rows(uri)["champion, INT8"].startswith(uri)
+    assert "champion, INT8" not in rows(None)
+
+
 def test_every_run_logs_the_robustness_suite_and_the_gate_reads_it(flow_result):
     from sign_model.robustness import KINDS, SEVERITIES
 
