@@ -99,7 +99,7 @@ class Trial:
     robust_worst: float
     worst_kind: str
     moderate: dict
-    wrong_photos: tuple[str, ...]  # one per near-copy group the model gets mostly wrong, "N->M (21 rows)"
+    wrong_photos: tuple[str, ...]  # one per near-copy group the model gets mostly wrong, "N->M (21)"
     mean_confidence: float
     low_confidence: float
     macs: int
