@@ -63,7 +63,9 @@ def test_cluster_outputs_are_byte_identical_to_one_machine(cluster, inputs, onnx
         for key in ("rows_in", "rows_scored", "rows_rejected", "accuracy", "predicted_class_counts",
                     "low_confidence_rows", "drift", "reject_reasons", "input_sha256"):
             assert summary[key] == local[key], key
-        assert summary["mean_confidence"] == pytest.approx(local["mean_confidence"], abs=1e-6)
+        # both are rounded to 6 decimals after summing in another order, so a mean on a rounding
+        # boundary comes out one step apart (0.666509 against 0.66651 in one CI run)
+        assert summary["mean_confidence"] == pytest.approx(local["mean_confidence"], abs=1.5e-6)
         assert summary["pieces"] > 5 and summary["workers"] >= 1
     assert summary["rows_rejected"] == 2
 
