@@ -31,16 +31,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import print_table, real_or_synthetic_csv  # noqa: E402
-from benchmarks.model_pareto import holdout_split, kept_model_paths, load_holdout  # noqa: E402
+from benchmarks.model_pareto import Holdout, holdout_split, kept_model_paths  # noqa: E402
 
 
-def calibration_rows(csv_path: Path) -> np.ndarray:
-    """1,024 rows of the study's fit part, drawn as model_pareto.run_trial draws them."""
+def holdout_and_calibration(csv_path: Path, source: str) -> tuple[Holdout, np.ndarray]:
+    """The study's grouped holdout, and 1,024 rows of its fit part drawn as model_pareto.run_trial
+    draws them, from one reading of the file."""
     from sign_model.data import load_dataset
 
     full = load_dataset(csv_path)
-    fit, _ = holdout_split(full.images, full.labels)
-    return full.images[fit][np.random.default_rng(0).choice(len(fit), 1024, replace=False)]
+    fit, held = holdout_split(full.images, full.labels)
+    calibration = full.images[fit][np.random.default_rng(0).choice(len(fit), 1024, replace=False)]
+    return Holdout(full.images[held], full.labels[held], source), calibration
 
 
 def quantised(fp32: Path, out: Path, calibration: np.ndarray, switch_in_float: bool) -> Path:
@@ -74,11 +76,10 @@ def main() -> None:
 
     quiet_tensorflow()
     models = kept_model_paths(__doc__)
-    holdout = load_holdout()
     rows = []
     with tempfile.TemporaryDirectory(prefix="int8-hands-") as tmp:
         csv_path, source = real_or_synthetic_csv(Path(tmp))
-        calibration = calibration_rows(csv_path)
+        holdout, calibration = holdout_and_calibration(csv_path, source)
         for fp32 in models:
             variants = {"fp32": fp32,
                         "INT8, switch quantised (before)": quantised(fp32, Path(tmp) / f"{fp32.stem}.old.onnx",
@@ -88,8 +89,8 @@ def main() -> None:
             for name, path in variants.items():
                 rows.append([fp32.stem, name, *measure(path, holdout, csv_path)])
                 print(" | ".join(rows[-1]), flush=True)
-    print_table(f"INT8 with the left-hand detector ({holdout.source}; grouped holdout {len(holdout.labels):,} rows; "
-                f"scorer on {source}; this machine)",
+    print_table(f"INT8 with the left-hand detector ({source}; grouped holdout {len(holdout.labels):,} rows; "
+                "scorer on the whole file; this machine)",
                 ["model", "variant", "right hands %", "left hands %", "robust mean %", "worst kind %",
                  "onnxruntime images/s", "scorer rows/s"], rows)
 

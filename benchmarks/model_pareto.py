@@ -204,11 +204,12 @@ def run_trial(name: str, seed: int, dataset, holdout, holdout_groups: np.ndarray
     if KEEP_DIR:
         KEEP_DIR.mkdir(parents=True, exist_ok=True)
         shutil.copy(fp32, KEEP_DIR / f"{name.replace('/', '-')}-{seed}.onnx")
-    right = probs.argmax(1) == holdout_true
+    predicted = probs.argmax(1)
+    right = predicted == holdout_true
     confidence = confidence_summary(probs, holdout_true)
     return Trial(result.train_seconds, float(right.mean()), report.mean, report.worst,
                  report.worst_kind, {k: round(v, 4) for k, v in report.at().items()},
-                 wrong_photos(probs.argmax(1), holdout_true, holdout_groups),
+                 wrong_photos(predicted, holdout_true, holdout_groups),
                  confidence['mean_confidence'], confidence['low_confidence'],
                  export.onnx_macs(fp32), int(result.model.count_params()),
                  scorer_rows_per_second(csv_path, fp32, out), scorer_rows_per_second(csv_path, int8, out))
