@@ -183,7 +183,8 @@ def augment(x, g, recipe: dict, strength: float):
         rows = torch.arange(28, device=dev, dtype=torch.float32).view(1, 1, 28, 1)
         cols = torch.arange(28, device=dev, dtype=torch.float32).view(1, 1, 1, 28)
         inside = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
-        x = torch.where((u(0, 1) < recipe["occlusion"] * strength) & inside, u(0, 255), x)
+        occlusion_strength = 1.0 if recipe.get("occlusion_kept") else strength  # kept at full share in the tail
+        x = torch.where((u(0, 1) < recipe["occlusion"] * occlusion_strength) & inside, u(0, 255), x)
     return x.round().clamp(0, 255)
 
 
@@ -197,6 +198,11 @@ RECIPES = {
     "camera-strong": {"rotation_deg": 15.0, "shift": 0.12, "zoom": 0.12, "contrast": 0.3, "mirror": 0.0,
                       "photometric": 0.4, "occlusion": 0.25, "noise_std": 20.0, "tail": 0.3},
 }
+# round 8, how far occlusion can go: half or all of the images occluded, with the tail's third
+# (as the product does), or at the full share in the tail too ("-kept")
+RECIPES["occ50"] = {**RECIPES["camera-occ"], "occlusion": 0.5}
+RECIPES["occ50-kept"] = {**RECIPES["occ50"], "occlusion_kept": True}
+RECIPES["occ100"] = {**RECIPES["camera-occ"], "occlusion": 1.0}
 
 
 def train_one(net, data: dict, seed: int, recipe: dict, epochs: int, teacher=None, kd_alpha: float = 0.5,
@@ -354,6 +360,7 @@ ARCHS = {
     "mobile-wide": "c32 p s64 s128 p s192 s224",
     "stem2": "c32/2 c32 p c64 c96",
     "slim": "c24 p c48 p c96",
+    "bn64": "c64 c64 p c128 c128 p c256",  # 4x bn_cnn: is occlusion limited by capacity? (round 9)
 }
 
 
@@ -438,6 +445,21 @@ def jobs_round7() -> list[dict]:
     images, `+kd-offline`) on round six's initialisations, so that it has 15 paired runs."""
     return [{"arch": "bn32", "recipe": "camera", "epochs": 20, "seed": seed, "init": seed + offset,
              "students": ["bn16-late@offline"]} for offset in (30, 40) for seed in range(3)]
+
+
+def jobs_round8() -> list[dict]:
+    """Eighth round: how high occlusion can go, and what it costs clean, for bn_cnn and lite's
+    classifier: occlusion on 25 % (camera-occ), 50 % and all of the images."""
+    return [{"arch": arch, "recipe": recipe, "epochs": 20, "seed": seed}
+            for seed in range(3) for arch in ("bn32", "bn16-late")
+            for recipe in ("camera-occ", "occ50", "occ50-kept", "occ100")]
+
+
+def jobs_round9() -> list[dict]:
+    """Ninth round: does more capacity or more epochs lift the occlusion ceiling of round eight?"""
+    return ([{"arch": "bn64", "recipe": recipe, "epochs": 20, "seed": seed}
+             for seed in range(3) for recipe in ("camera-occ", "occ100")]
+            + [{"arch": "bn32", "recipe": "occ100", "epochs": 40, "seed": seed} for seed in range(3)])
 
 
 def load_data(pack_path: Path, device: str) -> dict:
@@ -546,7 +568,7 @@ def main() -> None:
     p_run.add_argument("pack", type=Path)
     p_run.add_argument("--out", type=Path, default=Path("screen.jsonl"))
     p_run.add_argument("--workers", type=int, default=6)
-    p_run.add_argument("--round", type=int, default=1, choices=(1, 2, 3, 4, 5, 6, 7), help="which job list")
+    p_run.add_argument("--round", type=int, default=1, choices=(1, 2, 3, 4, 5, 6, 7, 8, 9), help="which job list")
     p_run.add_argument("--seconds", type=float, default=400, help="start no job after this")
     p_run.add_argument("--device", default="cuda")
     p_run.add_argument("--limit", type=int, default=0, help="only the first N jobs (a local dry run)")
@@ -563,7 +585,8 @@ def main() -> None:
         return
     import multiprocessing as mp
 
-    job_list = {1: jobs, 2: jobs_round2, 3: jobs_round3, 4: jobs_round4, 5: jobs_round5, 6: jobs_round6, 7: jobs_round7}[args.round]()[: args.limit or None]
+    job_list = {1: jobs, 2: jobs_round2, 3: jobs_round3, 4: jobs_round4, 5: jobs_round5, 6: jobs_round6, 7: jobs_round7,
+                8: jobs_round8, 9: jobs_round9}[args.round]()[: args.limit or None]
     if args.epochs:
         job_list = [{**j, "epochs": args.epochs} for j in job_list]
     deadline = time.time() + args.seconds
