@@ -360,7 +360,7 @@ ARCHS = {
     "mobile-wide": "c32 p s64 s128 p s192 s224",
     "stem2": "c32/2 c32 p c64 c96",
     "slim": "c24 p c48 p c96",
-    "bn64": "c64 c64 p c128 c128 p c256",  # 4x bn_cnn: is occlusion limited by capacity? (round 9)
+    "bn64": "c64 c64 p c128 c128 p c256",  # bn_cnn at twice the width (4x its MACs): is occlusion limited by capacity? (round 9)
 }
 
 
