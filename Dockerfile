@@ -6,8 +6,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 # Dependencies first, in their own layer (an empty package stands in for the code), so a change
 # to the code rebuilds in seconds instead of reinstalling every dependency.
-RUN mkdir sign_model flows serving && touch sign_model/__init__.py flows/__init__.py serving/__init__.py \
-    && pip install ".[train,server]" && pip uninstall -y sign-mlops && rm -rf build *.egg-info sign_model flows serving
+RUN mkdir sign_mlops && touch sign_mlops/__init__.py \
+    && pip install ".[train,server]" && pip uninstall -y sign-mlops && rm -rf build *.egg-info sign_mlops
 COPY . .
 # The code (the allowlist in .dockerignore), then every mount point, owned by the user the
 # process runs as: a fresh named volume mounted there copies that ownership (a missing mount

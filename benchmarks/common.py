@@ -19,7 +19,7 @@ def real_or_synthetic_csv(workdir: Path, rows: int = 27455) -> tuple[Path, str]:
         with gzip.open(REAL_TRAIN, "rb") as src, open(target, "wb") as dst:
             shutil.copyfileobj(src, dst)
         return target, f"real Kaggle training file ({REAL_TRAIN.name}, 27,455 rows)"
-    from sign_model.synthetic import generate_images, write_kaggle_csv
+    from sign_mlops.sign_model.synthetic import generate_images, write_kaggle_csv
 
     write_kaggle_csv(target, *generate_images(rows, seed=0))
     return target, f"synthetic file ({rows} rows; ../shared not present)"
@@ -29,7 +29,7 @@ def real_or_synthetic_dataset():
     """The file of `real_or_synthetic_csv` loaded as a SignDataset (its temporary copy removed), and what it is."""
     import tempfile
 
-    from sign_model.data import load_dataset
+    from sign_mlops.sign_model.data import load_dataset
 
     with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
         csv_path, source = real_or_synthetic_csv(Path(tmp))

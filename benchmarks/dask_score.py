@@ -26,8 +26,8 @@ from benchmarks.score import build_models, count_rows, make_big_csv  # noqa: E40
 
 
 def single_machine(files: list[Path], model_path: str, out: Path) -> float:
-    from serving.model import load_onnx
-    from serving.scorer import score_file
+    from sign_mlops.serving.model import load_onnx
+    from sign_mlops.serving.scorer import score_file
 
     model = load_onnx(Path(model_path))
     start = time.perf_counter()
@@ -40,7 +40,7 @@ def on_cluster(files: list[Path], model_path: str, out: Path, workers: int, piec
     from distributed import LocalCluster
     from prefect_dask import DaskTaskRunner
 
-    from flows.scoring import score_files_flow
+    from sign_mlops.flows.scoring import score_files_flow
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         runner = DaskTaskRunner(address=cluster.scheduler_address)
@@ -90,7 +90,7 @@ def main() -> None:
         one = [small]
         t_big = on_cluster(one, model, work / "o1", 2, 32 << 20)
         t_small = on_cluster(one, model, work / "o2", 2, 256 << 10)
-        from serving.distributed import plan_pieces
+        from sign_mlops.serving.distributed import plan_pieces
 
         n_big, n_small = len(plan_pieces(small, 32 << 20)), len(plan_pieces(small, 256 << 10))
         per_piece = (t_small - t_big) / (n_small - n_big)

@@ -36,12 +36,12 @@ SHIFTS = {
 
 
 def load() -> tuple[np.ndarray, np.ndarray, str]:
-    from sign_model.data import load_dataset
+    from sign_mlops.sign_model.data import load_dataset
 
     if REAL_TRAIN.exists():
         data = load_dataset(REAL_TRAIN)
         return data.images, data.labels, "Kaggle training file (27,455 rows)"
-    from sign_model.synthetic import generate_images
+    from sign_mlops.sign_model.synthetic import generate_images
 
     images, labels = generate_images(27455, seed=0)
     return images, labels, "synthetic data (27,455 rows; ../shared not present)"
@@ -50,8 +50,8 @@ def load() -> tuple[np.ndarray, np.ndarray, str]:
 def alarm_rate(profile: dict, images: np.ndarray, labels: np.ndarray, size: int, batches: int,
                rng: np.random.Generator) -> tuple[float, float]:
     """Share of batches flagged, and seconds per batch for the drift check."""
-    from sign_model.drift import DriftAccumulator
-    from sign_model.labels import INDEX_OF_LABEL
+    from sign_mlops.contract.drift import DriftAccumulator
+    from sign_mlops.contract.labels import INDEX_OF_LABEL
 
     index = np.array([INDEX_OF_LABEL[int(label)] for label in labels])
     flagged, seconds = 0, 0.0
@@ -69,8 +69,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batches", type=int, default=200)
     args = parser.parse_args()
-    from sign_model.drift import build_profile
-    from sign_model.split import grouped_split
+    from sign_mlops.contract.drift import build_profile
+    from sign_mlops.sign_model.split import grouped_split
 
     images, labels, described = load()
     train_idx, held_idx = grouped_split(images, labels, 0.4, seed=0)

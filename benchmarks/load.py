@@ -15,7 +15,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REAL_TRAIN, best_of, print_table, real_or_synthetic_csv  # noqa: E402
-from sign_model.data import iter_chunks, load_dataset  # noqa: E402
+from sign_mlops.sign_model.data import iter_chunks, load_dataset  # noqa: E402
 
 
 def seed_get_data(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -41,10 +41,10 @@ def main() -> None:
         ours = load_dataset(csv_path)
         assert np.array_equal(seed_images.astype(np.uint8), ours.images) and np.array_equal(seed_labels, ours.labels)
         timings = {"seed row-by-row loader (csv.reader + np.array_split)": best_of(lambda: seed_get_data(csv_path), 1),
-                   "sign_model.data.load_dataset (.csv, strict)": best_of(lambda: load_dataset(csv_path)),
-                   "sign_model.data.iter_chunks (.csv, streaming, row-tolerant)": best_of(lambda: stream_all(csv_path))}
+                   "sign_mlops.sign_model.data.load_dataset (.csv, strict)": best_of(lambda: load_dataset(csv_path)),
+                   "sign_mlops.sign_model.data.iter_chunks (.csv, streaming, row-tolerant)": best_of(lambda: stream_all(csv_path))}
         if REAL_TRAIN.exists():
-            timings["sign_model.data.load_dataset (.csv.gz as shipped)"] = best_of(lambda: load_dataset(REAL_TRAIN))
+            timings["sign_mlops.sign_model.data.load_dataset (.csv.gz as shipped)"] = best_of(lambda: load_dataset(REAL_TRAIN))
     base = timings["seed row-by-row loader (csv.reader + np.array_split)"]
     rows = [[name, f"{sec:.2f}", f"{len(ours) / sec:,.0f}", f"{base / sec:.1f}x"] for name, sec in timings.items()]
     print_table(f"Loading {what} (2-core machine; best of 3, seed once); identical arrays checked",

@@ -3,8 +3,8 @@
 For small models the scorer is bound by parsing, not by onnxruntime (issue 13: a 5.5 M-MAC
 model scored ~9-11 k rows/s while onnxruntime alone ran it at ~40 k). Both readings run in the
 same process on the same file, alternating, best of --repeats:
-1. reading only (serving.reader.iter_chunks), rows/s;
-2. the whole scorer (serving.scorer.score_file, its summary's rows_per_second) with models of
+1. reading only (sign_mlops.serving.reader.iter_chunks), rows/s;
+2. the whole scorer (sign_mlops.serving.scorer.score_file, its summary's rows_per_second) with models of
    three sizes (fixed random weights: speed does not depend on training).
 Input: the 27,455-row Kaggle training file from ../shared (synthetic of the same size otherwise).
 
@@ -33,7 +33,7 @@ MODELS = ("tiny_cnn", "bn_cnn16_late", "bn_cnn")
 @contextmanager
 def pandas_only():
     """The reader as it was before the numpy path: pandas parses every chunk."""
-    from serving import reader
+    from sign_mlops.serving import reader
 
     original = reader._read_small_numbers
     reader._read_small_numbers = lambda *args: None
@@ -61,13 +61,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from serving.model import load_onnx
-    from serving.reader import iter_chunks
-    from serving.scorer import score_file
-    from sign_model import export
-    from sign_model.model import build_model
-    from sign_model.quiet import quiet_tensorflow
-    from sign_model.train import set_seeds
+    from sign_mlops.serving.model import load_onnx
+    from sign_mlops.serving.reader import iter_chunks
+    from sign_mlops.serving.scorer import score_file
+    from sign_mlops.sign_model import export
+    from sign_mlops.sign_model.model import build_model
+    from sign_mlops.sign_model.quiet import quiet_tensorflow
+    from sign_mlops.sign_model.train import set_seeds
 
     quiet_tensorflow()
     with tempfile.TemporaryDirectory(prefix="reader-bench-") as tmp:

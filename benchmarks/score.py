@@ -32,11 +32,11 @@ def build_models(workdir: Path, calibration_csv: Path) -> dict[str, str]:
     import mlflow
     import onnx
 
-    from sign_model.data import load_dataset
-    from sign_model.drift import build_profile, profile_json
-    from sign_model.export import keras_to_onnx, model_metadata, quantize_int8
-    from sign_model.model import build_seed_cnn
-    from sign_model.train import set_seeds
+    from sign_mlops.contract.drift import build_profile, profile_json
+    from sign_mlops.sign_model.data import load_dataset
+    from sign_mlops.sign_model.export import keras_to_onnx, model_metadata, quantize_int8
+    from sign_mlops.sign_model.model import build_seed_cnn
+    from sign_mlops.sign_model.train import set_seeds
 
     set_seeds(0)
     keras_model = build_seed_cnn()
@@ -74,7 +74,7 @@ def make_big_csv(source: Path, target: Path, rows: int) -> Path:
 
 KERAS_CHILD = """
 import sys, time, numpy as np, pandas as pd, keras
-from sign_model.labels import KAGGLE_LABELS, LETTERS
+from sign_mlops.contract.labels import KAGGLE_LABELS, LETTERS
 model = keras.models.load_model(sys.argv[1]); labels = np.array(KAGGLE_LABELS); letters = np.array(LETTERS)
 header = True
 for chunk in pd.read_csv(sys.argv[2], chunksize=8192):
@@ -103,7 +103,7 @@ def run_timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
 
 
 def scorer(model: str, csv_path: Path, out: Path, extra: list[str] | None = None) -> tuple[float, float]:
-    return run_timed([sys.executable, "-m", "sign_model.cli", "score", str(csv_path), "--model", model,
+    return run_timed([sys.executable, "-m", "sign_mlops.cli.app", "score", str(csv_path), "--model", model,
                       "--out", str(out), "--overwrite", *(extra or [])])
 
 

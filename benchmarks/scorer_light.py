@@ -47,8 +47,8 @@ print(len(frame) / (time.perf_counter() - start), int(hwm) / 1024)
 SCORER = """
 import sys
 from pathlib import Path
-from serving.model import load_onnx
-from serving.scorer import score_file
+from sign_mlops.serving.model import load_onnx
+from sign_mlops.serving.scorer import score_file
 summary = score_file(Path(sys.argv[1]), load_onnx(Path(sys.argv[2])), Path(sys.argv[3]), overwrite=True)
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
 print(summary["rows_per_second"], int(hwm) / 1024)
@@ -65,12 +65,12 @@ def build_models(work: Path, data: Path) -> tuple[Path, Path, Path]:
     import mlflow
     import onnx
 
-    from sign_model.data import load_dataset
-    from sign_model.drift import build_profile, profile_json
-    from sign_model.export import keras_to_onnx, model_metadata, quantize_int8
-    from sign_model.model import build_model
-    from sign_model.quiet import quiet_tensorflow
-    from sign_model.train import set_seeds
+    from sign_mlops.contract.drift import build_profile, profile_json
+    from sign_mlops.sign_model.data import load_dataset
+    from sign_mlops.sign_model.export import keras_to_onnx, model_metadata, quantize_int8
+    from sign_mlops.sign_model.model import build_model
+    from sign_mlops.sign_model.quiet import quiet_tensorflow
+    from sign_mlops.sign_model.train import set_seeds
 
     quiet_tensorflow()
     set_seeds(0)
@@ -81,8 +81,8 @@ def build_models(work: Path, data: Path) -> tuple[Path, Path, Path]:
     store = work / "home" / "outputs" / "mlflow.db"
     store.parent.mkdir(parents=True)
     mlflow.set_tracking_uri(f"sqlite:///{store}")
-    from sign_model import registry, tracking
-    from sign_model.data import file_digest
+    from sign_mlops.sign_model import registry, tracking
+    from sign_mlops.sign_model.data import file_digest
 
     tracking.configure("bench", uri=f"sqlite:///{store}")
     with mlflow.start_run():

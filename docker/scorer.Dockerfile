@@ -7,8 +7,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 # Dependencies first, in their own layer (an empty package stands in for the code), so a change
 # to the code rebuilds in seconds instead of reinstalling every dependency.
-RUN mkdir sign_model flows serving && touch sign_model/__init__.py flows/__init__.py serving/__init__.py \
-    && pip install ".[orchestrate]" && pip uninstall -y sign-mlops && rm -rf build *.egg-info sign_model flows serving
+RUN mkdir sign_mlops && touch sign_mlops/__init__.py \
+    && pip install ".[orchestrate]" && pip uninstall -y sign-mlops && rm -rf build *.egg-info sign_mlops
 COPY . .
 # The code, then the mount points owned by the app user (see Dockerfile), in one layer.
 RUN pip install --no-deps . \

@@ -87,7 +87,7 @@ wait_healthy() {  # service...
 run_deployment() {  # service, deployment, params...
   local service=$1 name=$2; shift 2
   local params=""
-  for p in "$@"; do params="$params -p $p"; done
+  for p in "$@"; do params="$params -p '$p'"; done  # single-quoted: JSON values keep their quotes
   in_service "$service" "prefect deployment run '$name' $params --watch --watch-timeout $wait_s" \
     || fail "deployment $name did not complete; see: $COMPOSE -p $project logs $service"
 }
@@ -106,7 +106,7 @@ wait_healthy postgres mlflow prefect trainer scorer
 healthy_at=$SECONDS
 
 say "train once through the Prefect deployment (smoke preset)"
-run_deployment trainer sign-mnist-training/scheduled-retraining preset=smoke force=true accuracy_floor=0.5
+run_deployment trainer sign-mnist-training/scheduled-retraining preset=smoke force=true 'policy={"accuracy_floor": 0.5}'
 
 say "check the run, the registered models and the champion via the MLflow API"
 experiment=$(mlflow_api "experiments/get-by-name?experiment_name=sign-language-mnist" | json 'd["experiment"]["experiment_id"]')

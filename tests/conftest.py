@@ -30,8 +30,7 @@ def nothing_written_outside_the_project_home(tmp_path_factory):
 @pytest.fixture(scope="session")
 def synthetic_files(tmp_path_factory) -> tuple[Path, Path]:
     """A 1,440-row train and 480-row test file in the Kaggle format (disjoint seeds)."""
-    from sign_model.synthetic import synthesize_split
-
+    from sign_mlops.sign_model.synthetic import synthesize_split
     from tests.model_factory import SYNTHETIC
 
     return synthesize_split(tmp_path_factory.mktemp("synthetic"), **SYNTHETIC)
@@ -39,7 +38,7 @@ def synthetic_files(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def synthetic_datasets(synthetic_files):
-    from sign_model.data import load_dataset
+    from sign_mlops.sign_model.data import load_dataset
 
     return load_dataset(synthetic_files[0]), load_dataset(synthetic_files[1])
 
@@ -47,8 +46,7 @@ def synthetic_datasets(synthetic_files):
 @pytest.fixture(scope="session")
 def tiny_training(synthetic_datasets):
     """A tiny CNN trained for a few epochs on the synthetic training file (seconds)."""
-    from sign_model.train import PRESETS, TrainConfig, train_model
-
+    from sign_mlops.sign_model.train import PRESETS, TrainConfig, train_model
     from tests.model_factory import TINY_EPOCHS
 
     config = TrainConfig.from_dict({**PRESETS["smoke"].to_dict(), "epochs": TINY_EPOCHS})
@@ -90,7 +88,7 @@ def write_text(path: Path, text: str | bytes) -> Path:
 
 def kaggle_rows(n: int, seed: int = 0, label: int | None = None) -> np.ndarray:
     """n valid rows (label + 784 pixels) as an int matrix."""
-    from sign_model.synthetic import generate_images
+    from sign_mlops.sign_model.synthetic import generate_images
 
     images, labels = generate_images(n, seed)
     if label is not None:
@@ -99,7 +97,7 @@ def kaggle_rows(n: int, seed: int = 0, label: int | None = None) -> np.ndarray:
 
 
 def rows_to_csv(matrix: np.ndarray, newline: str = "\r\n", header: str | None = None) -> str:
-    from sign_model.data import KAGGLE_HEADER
+    from sign_mlops.sign_model.data import KAGGLE_HEADER
 
     head = header if header is not None else ",".join(KAGGLE_HEADER)
     return head + newline + "".join(",".join(map(str, row)) + newline for row in matrix)

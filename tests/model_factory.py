@@ -14,17 +14,17 @@ SYNTHETIC = {"n_train": 1440, "n_test": 480, "seed": 7}
 
 
 def export_tiny_model(model, train, path: Path) -> Path:
-    from sign_model.drift import build_profile, profile_json
-    from sign_model.export import keras_to_onnx, model_metadata
+    from sign_mlops.contract.drift import build_profile, profile_json
+    from sign_mlops.sign_model.export import keras_to_onnx, model_metadata
 
     meta = model_metadata("test-run", train.digest, {"reference_profile": profile_json(build_profile(train.images, train.labels))})
     return keras_to_onnx(model, path, meta)
 
 
 def build(path: Path) -> Path:
-    from sign_model.data import load_dataset
-    from sign_model.synthetic import synthesize_split
-    from sign_model.train import PRESETS, TrainConfig, train_model
+    from sign_mlops.sign_model.data import load_dataset
+    from sign_mlops.sign_model.synthetic import synthesize_split
+    from sign_mlops.sign_model.train import PRESETS, TrainConfig, train_model
 
     with tempfile.TemporaryDirectory() as tmp:
         train_file, _ = synthesize_split(Path(tmp), **SYNTHETIC)
@@ -34,7 +34,7 @@ def build(path: Path) -> Path:
 
 
 if __name__ == "__main__":
-    from sign_model.quiet import quiet_tensorflow
+    from sign_mlops.sign_model.quiet import quiet_tensorflow
 
     quiet_tensorflow()
     print(build(Path(sys.argv[1])))

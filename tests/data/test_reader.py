@@ -7,8 +7,8 @@ import gzip
 import numpy as np
 import pytest
 
-from serving.reader import iter_chunks
-from sign_model.data import DataFormatError, load_dataset
+from sign_mlops.serving.reader import iter_chunks
+from sign_mlops.sign_model.data import DataFormatError, load_dataset
 from tests.conftest import kaggle_rows, rows_to_csv, write_text
 
 

@@ -6,7 +6,7 @@ import gzip
 
 import pytest
 
-from sign_model.validate import validate_files
+from sign_mlops.sign_model.validate import validate_files
 from tests.conftest import REAL_TRAIN
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not REAL_TRAIN.exists(), reason=f"{REAL_TRAIN} not present")]

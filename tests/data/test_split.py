@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sign_model.split import grouped_split, near_copy_groups, near_twin_rate
-from sign_model.synthetic import generate_images
+from sign_mlops.sign_model.split import grouped_split, near_copy_groups, near_twin_rate
+from sign_mlops.sign_model.synthetic import generate_images
 
 
 def _with_near_copies(n_sources: int = 240, copies: int = 5, seed: int = 0):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from sign_model.data import KAGGLE_HEADER, load_dataset
-from sign_model.labels import KAGGLE_LABELS
-from sign_model.synthetic import generate_images, synthesize_split
-from sign_model.validate import validate_files
+from sign_mlops.contract.labels import KAGGLE_LABELS
+from sign_mlops.sign_model.data import KAGGLE_HEADER, load_dataset
+from sign_mlops.sign_model.synthetic import generate_images, synthesize_split
+from sign_mlops.sign_model.validate import validate_files
 
 
 def test_same_seed_same_bytes(tmp_path):

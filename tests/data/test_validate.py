@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from sign_model.synthetic import generate_images
-from sign_model.validate import Thresholds, validate_files
+from sign_mlops.sign_model.synthetic import generate_images
+from sign_mlops.sign_model.validate import Thresholds, validate_files
 from tests.conftest import rows_to_csv, write_text
 
 

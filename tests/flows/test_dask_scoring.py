@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.scoring import check_scheduler, inbox_scoring_flow, score_files_flow
-from serving.model import load_onnx
-from serving.scorer import ScoringError, score_file
+from sign_mlops.flows.scoring import check_scheduler, inbox_scoring_flow, score_files_flow
+from sign_mlops.serving.model import load_onnx
+from sign_mlops.serving.scorer import ScoringError, score_file
 from tests.conftest import kaggle_rows, rows_to_csv, write_text
 
 distributed = pytest.importorskip("distributed")
@@ -55,10 +55,10 @@ def test_cluster_outputs_are_byte_identical_to_one_machine(cluster, inputs, onnx
     result = score_files_flow.with_options(task_runner=runner)(
         [str(inputs / "a.csv"), str(inputs / "b.csv")], str(onnx_model_path), str(tmp_path / "dask"),
         piece_bytes=60_000)  # ~25 rows per piece: many pieces per file
-    assert not result["failed"]
+    assert not result.failed
     for name in ("a.csv", "b.csv"):
         assert _bytes(tmp_path / "dask", name) == _bytes(tmp_path / "local", name)
-        summary = result["summaries"][str(inputs / name)]
+        summary = result.summaries[str(inputs / name)].to_dict()
         local = json.loads((tmp_path / "local" / name.replace(".csv", ".summary.json")).read_text())
         for key in ("rows_in", "rows_scored", "rows_rejected", "accuracy", "predicted_class_counts",
                     "low_confidence_rows", "drift", "reject_reasons", "input_sha256"):
@@ -76,11 +76,11 @@ def test_inbox_on_the_cluster(cluster, inputs, onnx_model_path, tmp_path):
     write_text(inbox / "broken.csv", "x,y\r\n1,2\r\n")
     result = inbox_scoring_flow(inbox=str(inbox), outbox=str(tmp_path / "outbox"), model=str(onnx_model_path),
                                 dask_address=cluster.scheduler_address, settle_s=0)
-    assert sorted(result["scored"]) == ["a.csv", "b.csv"] and list(result["failed"]) == ["broken.csv"]
+    assert sorted(result.scored) == ["a.csv", "b.csv"] and list(result.failed) == ["broken.csv"]
     assert (inbox / "failed" / "broken.csv.reason.txt").exists()
     again = inbox_scoring_flow(inbox=str(inbox), outbox=str(tmp_path / "outbox"), model=str(onnx_model_path),
                                dask_address=cluster.scheduler_address, settle_s=0)
-    assert again["scored"] == [] and again["failed"] == {}
+    assert again.scored == [] and again.failed == {}
 
 
 class _KillOnce(distributed.WorkerPlugin):
@@ -92,7 +92,7 @@ class _KillOnce(distributed.WorkerPlugin):
         self.marker = marker
 
     def setup(self, worker) -> None:
-        import serving.distributed as module
+        import sign_mlops.serving.distributed as module
 
         real = module.score_piece
         marker = self.marker
@@ -120,8 +120,8 @@ def test_lost_worker_loses_and_duplicates_nothing(cluster, inputs, onnx_model_pa
     assert not marker.exists(), "the fault was never injected"
     score_file(inputs / "b.csv", load_onnx(onnx_model_path), tmp_path / "local")
     assert _bytes(tmp_path / "dask", "b.csv") == _bytes(tmp_path / "local", "b.csv")
-    summary = result["summaries"][str(inputs / "b.csv")]
-    assert summary["rows_in"] == 300 == summary["rows_scored"] + summary["rows_rejected"]
+    summary = result.summaries[str(inputs / "b.csv")]
+    assert summary.rows_in == 300 == summary.rows_scored + summary.rows_rejected
 
 
 def test_bad_scheduler_address_fails_fast():
@@ -129,3 +129,30 @@ def test_bad_scheduler_address_fails_fast():
     with pytest.raises(ScoringError, match="Cannot reach the Dask scheduler"):
         check_scheduler("tcp://127.0.0.1:9", timeout=3)
     assert time.perf_counter() - start < 15
+
+
+def test_score_command_with_dask_address_scores_on_the_cluster(cluster, inputs, onnx_model_path, tmp_path):
+    """`sign-mlops score FILE --dask-address ...` (documented; it once raised NameError)."""
+    from typer.testing import CliRunner
+
+    from sign_mlops.cli.app import app
+
+    model = load_onnx(onnx_model_path)
+    score_file(inputs / "b.csv", model, tmp_path / "local")
+    result = CliRunner().invoke(app, ["score", str(inputs / "b.csv"), "--model", str(onnx_model_path),
+                                      "--out", str(tmp_path / "dask"), "--dask-address", cluster.scheduler_address])
+    assert result.exit_code == 0, result.output
+    assert "300 rows in = 298 scored + 2 rejected" in result.output
+    assert _bytes(tmp_path / "dask", "b.csv") == _bytes(tmp_path / "local", "b.csv")
+
+
+def test_score_command_with_an_unreachable_scheduler_fails_in_one_line(onnx_model_path, inputs, tmp_path):
+    from typer.testing import CliRunner
+
+    from sign_mlops.cli.app import app
+
+    result = CliRunner().invoke(app, ["score", str(inputs / "a.csv"), "--model", str(onnx_model_path),
+                                      "--out", str(tmp_path), "--dask-address", "tcp://127.0.0.1:1"])
+    assert result.exit_code == 1
+    assert "Cannot reach the Dask scheduler at 'tcp://127.0.0.1:1'" in result.output
+    assert "Traceback" not in result.output

@@ -9,10 +9,10 @@ import mlflow
 import onnx
 import pytest
 
-from sign_model import registry, tracking
-from sign_model.export import ParityError
-from sign_model.pipeline import register_step
-from sign_model.results import DataFiles, Evaluated, Exported, Parity, Robustness, RunRecord, Trained
+from sign_mlops.sign_model import registry, tracking
+from sign_mlops.sign_model.export import ParityError
+from sign_mlops.sign_model.pipeline import register_step
+from sign_mlops.sign_model.results import DataFiles, Evaluated, Exported, Parity, Robustness, RunRecord, Trained
 
 
 def _new_version(onnx_path, accuracy: float, parity: str = "true", robust: tuple[float, float] | None = (0.95, 0.9)) -> str:
@@ -134,7 +134,7 @@ def test_failed_parity_registers_nothing(mlflow_store, tmp_path):
 
 
 def test_registration_failure_keeps_files_and_says_how_to_finish(mlflow_store, tmp_path):
-    from sign_model.pipeline import RegistrationFailed
+    from sign_mlops.sign_model.pipeline import RegistrationFailed
 
     tracking.configure("registration-failure", uri=mlflow_store)
     with mlflow.start_run() as run:
@@ -149,7 +149,7 @@ def test_register_from_a_run_folder_is_idempotent(mlflow_store, tmp_path, onnx_m
     retraining; running it twice registers nothing twice."""
     from typer.testing import CliRunner
 
-    from sign_model.cli import app
+    from sign_mlops.cli.app import app
 
     tracking.configure("register-from", uri=mlflow_store)
     with mlflow.start_run() as run:
@@ -175,7 +175,7 @@ def test_register_from_a_run_folder_is_idempotent(mlflow_store, tmp_path, onnx_m
 
 
 def test_unreachable_tracking_server_is_reported_clearly(monkeypatch):
-    from sign_model.tracking import TrackingUnavailable, configure
+    from sign_mlops.sign_model.tracking import TrackingUnavailable, configure
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
@@ -187,7 +187,7 @@ def test_unreachable_tracking_server_is_reported_clearly(monkeypatch):
 
 
 def test_experiment_artifacts_live_next_to_the_store_and_a_split_is_reported(tmp_path, caplog):
-    from sign_model import tracking
+    from sign_mlops.sign_model import tracking
 
     uri = f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
     try:
@@ -195,10 +195,10 @@ def test_experiment_artifacts_live_next_to_the_store_and_a_split_is_reported(tmp
         location = mlflow.get_experiment_by_name("home-experiment").artifact_location
         assert location == (tmp_path / "outputs" / "mlartifacts").resolve().as_uri()
         mlflow.create_experiment("old-experiment", artifact_location=(tmp_path / "elsewhere").as_uri())
-        logger = logging.getLogger("sign_model.tracking")  # the CLI may have stopped propagation
+        logger = logging.getLogger("sign_mlops.sign_model.tracking")  # the CLI may have stopped propagation
         logger.addHandler(caplog.handler)
         try:
-            with caplog.at_level("WARNING", logger="sign_model.tracking"):
+            with caplog.at_level("WARNING", logger="sign_mlops.sign_model.tracking"):
                 tracking.configure("old-experiment", uri=uri)
                 tracking.configure("old-experiment", uri=uri)
         finally:

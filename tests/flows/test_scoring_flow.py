@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.scoring import inbox_scoring_flow
-from serving import inbox as inbox_module
+from sign_mlops.flows.scoring import inbox_scoring_flow
+from sign_mlops.serving import inbox as inbox_module
 from tests.conftest import kaggle_rows, rows_to_csv, write_text
 
 
@@ -26,8 +26,8 @@ def folders(tmp_path, synthetic_files):
 def test_flow_scores_each_file_once_and_moves_failures(folders, onnx_model_path):
     inbox, outbox = folders
     first = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=str(onnx_model_path), settle_s=0)
-    assert sorted(first["scored"]) == ["batch1.csv", "batch2.csv"]
-    assert list(first["failed"]) == ["broken.csv"]
+    assert sorted(first.scored) == ["batch1.csv", "batch2.csv"]
+    assert list(first.failed) == ["broken.csv"]
     assert (inbox / "failed" / "broken.csv").exists()
     assert "no pixel columns" in (inbox / "failed" / "broken.csv.reason.txt").read_text()
     assert sorted(p.name for p in (inbox / "processed").iterdir()) == ["batch1.csv", "batch2.csv"]
@@ -35,11 +35,11 @@ def test_flow_scores_each_file_once_and_moves_failures(folders, onnx_model_path)
     assert summary["rows_in"] == 30 == summary["rows_scored"] + summary["rows_rejected"]
 
     again = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=str(onnx_model_path), settle_s=0)
-    assert again["scored"] == [] and again["skipped"] == []
+    assert again.scored == [] and again.skipped == []
 
     shutil.copy(inbox / "processed" / "batch2.csv", inbox / "batch2-again.csv")  # same bytes dropped again
     third = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=str(onnx_model_path), settle_s=0)
-    assert third["skipped"] == ["batch2-again.csv"] and third["scored"] == []
+    assert third.skipped == ["batch2-again.csv"] and third.scored == []
 
 
 def test_rerun_after_crash_picks_up_where_it_stopped(folders, onnx_model_path, monkeypatch):
@@ -54,7 +54,7 @@ def test_rerun_after_crash_picks_up_where_it_stopped(folders, onnx_model_path, m
         return real_write(payload, path)
 
     monkeypatch.setattr(inbox_module, "write_json_atomically", crash_on_second_manifest)
-    from serving.model import load_onnx
+    from sign_mlops.serving.model import load_onnx
 
     with pytest.raises(SystemExit):
         inbox_module.score_inbox(inbox, outbox, load_onnx(onnx_model_path), settle_s=0)
@@ -62,21 +62,21 @@ def test_rerun_after_crash_picks_up_where_it_stopped(folders, onnx_model_path, m
     assert (inbox / "processed" / "batch1.csv").exists() and (inbox / "batch2.csv").exists()
 
     result = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=str(onnx_model_path), settle_s=0)
-    assert result["scored"] == ["batch2.csv"]
+    assert result.scored == ["batch2.csv"]
     manifest = json.loads((outbox / "manifest.json").read_text())
     assert sorted(e["input"] for e in manifest["scored"].values()) == ["batch1.csv", "batch2.csv"]
 
 
 def test_flow_defaults_honour_inbox_and_outbox_settings(tmp_path, monkeypatch, onnx_model_path):
-    from flows.scoring import inbox_scoring_flow
+    from sign_mlops.flows.scoring import inbox_scoring_flow
 
     monkeypatch.setenv("SIGN_MLOPS_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("SIGN_MLOPS_INBOX", str(tmp_path / "in"))
     (tmp_path / "in").mkdir()
     write_text(tmp_path / "in" / "a.csv", rows_to_csv(kaggle_rows(3, seed=19)))
     result = inbox_scoring_flow(model=str(onnx_model_path), settle_s=0)
-    assert result["scored"] == ["a.csv"]
-    assert Path(result["outputs"]["a.csv"]).parent == tmp_path / "home" / "outbox"
+    assert result.scored == ["a.csv"]
+    assert Path(result.outputs["a.csv"]).parent == tmp_path / "home" / "outbox"
 
 
 def test_drifted_file_raises_an_event_and_every_run_leaves_a_table(tmp_path, onnx_model_path, synthetic_datasets,
@@ -94,7 +94,7 @@ def test_drifted_file_raises_an_event_and_every_run_leaves_a_table(tmp_path, onn
     write_text(inbox / "dark.csv", rows_to_csv(np.column_stack([test.labels, dark])))
     write_text(inbox / "clean.csv", rows_to_csv(np.column_stack([test.labels, test.images.reshape(len(test), -1)])))
     result = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=str(onnx_model_path), settle_s=0)
-    assert sorted(result["scored"]) == ["clean.csv", "dark.csv"]
+    assert sorted(result.scored) == ["clean.csv", "dark.csv"]
     assert [e["payload"]["file"] for e in events] == ["dark.csv"]
     event = events[0]
     assert event["event"] == "sign-mlops.drift.detected" and "mean_intensity" in event["payload"]["drifted"]
@@ -111,8 +111,8 @@ def test_scoring_run_is_named_for_its_file_and_model(tmp_path, synthetic_files, 
     shutil.copy(synthetic_files[1], inbox / "monday.csv")
     state = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=str(onnx_model_path), settle_s=0,
                                return_state=True)
-    assert state.result()["scored"] == ["monday.csv"]
+    assert state.result().scored == ["monday.csv"]
     with get_client(sync_client=True) as client:
         name = client.read_flow_run(state.state_details.flow_run_id).name
-    sha8 = state.result()["model"]["sha256"][:8]
+    sha8 = state.result().model["sha256"][:8]
     assert name == f"score-monday-{sha8}"  # a model file has no registry version: its sha256 names it

@@ -8,9 +8,10 @@ import mlflow
 import numpy as np
 import pytest
 
-from flows.training import training_flow
-from sign_model.pipeline import ValidationFailed
-from sign_model.registry import CHAMPION, KERAS_MODEL, ONNX_MODEL, version_by_alias
+from sign_mlops.flows.training import training_flow
+from sign_mlops.sign_model.gate import GatePolicy
+from sign_mlops.sign_model.pipeline import ValidationFailed
+from sign_mlops.sign_model.registry import CHAMPION, KERAS_MODEL, ONNX_MODEL, version_by_alias
 
 SMOKE = {"epochs": 4, "hand_detector": 4, "hand_detector_epochs": 2}
 
@@ -29,8 +30,8 @@ def flow_result(flow_home, tmp_path_factory):
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", uri)
-    result = training_flow(preset="smoke", overrides=SMOKE, home=str(flow_home), accuracy_floor=0.3, int8=True,
-                           robust_mean_floor=0.2, robust_worst_floor=0.0, robust_tolerance=1.0)
+    policy = GatePolicy(accuracy_floor=0.3, robust_mean_floor=0.2, robust_worst_floor=0.0, robust_tolerance=1.0)
+    result = training_flow(preset="smoke", overrides=SMOKE, home=str(flow_home), policy=policy, int8=True)
     yield result, uri
     mp.undo()
 
@@ -72,7 +73,7 @@ def test_run_holds_params_metrics_inputs_pictures_and_model(flow_result):
 
 def test_the_hand_detectors_check_is_in_the_run_and_the_result(flow_result):
     """Whether the left-hand detector is in the model is never silent: tag, metrics, result table."""
-    from sign_model.render import result_rows
+    from sign_mlops.cli.render import result_rows
 
     result, uri = flow_result
     mlflow.set_tracking_uri(uri)
@@ -86,7 +87,7 @@ def test_the_hand_detectors_check_is_in_the_run_and_the_result(flow_result):
 def test_the_result_names_the_int8_champion_only_when_there_is_one(flow_result):
     from dataclasses import replace
 
-    from sign_model.render import result_rows
+    from sign_mlops.cli.render import result_rows
 
     result, _ = flow_result
     uri = "models:/sign-mnist-onnx-int8@champion"
@@ -99,7 +100,7 @@ def test_the_result_names_the_int8_champion_only_when_there_is_one(flow_result):
 
 
 def test_every_run_logs_the_robustness_suite_and_the_gate_reads_it(flow_result):
-    from sign_model.robustness import KINDS, SEVERITIES
+    from sign_mlops.sign_model.robustness import KINDS, SEVERITIES
 
     result, uri = flow_result
     mlflow.set_tracking_uri(uri)
@@ -138,7 +139,7 @@ def test_logged_keras_model_reproduces_evaluation_accuracy(flow_result, syntheti
     model = mlflow.keras.load_model(f"models:/{KERAS_MODEL}/{version.version}")
     test = synthetic_datasets[1]
     probs = model.predict(test.images[..., None].astype(np.float32), verbose=0)  # raw 0-255 pixels
-    from sign_model.train import to_indices
+    from sign_mlops.sign_model.train import to_indices
 
     accuracy = float((probs.argmax(1) == to_indices(test.labels)).mean())
     assert accuracy == pytest.approx(result.evaluated.test_accuracy, abs=1e-9)
@@ -147,7 +148,7 @@ def test_logged_keras_model_reproduces_evaluation_accuracy(flow_result, syntheti
 def test_champion_onnx_loads_and_names_its_letters(flow_result, tmp_path):
     result, uri = flow_result
     mlflow.set_tracking_uri(uri)
-    from serving.model import resolve
+    from sign_mlops.serving.model import resolve
 
     assert result.promotion.promoted
     model = resolve(f"models:/{ONNX_MODEL}@{CHAMPION}", tmp_path / "cache")
@@ -172,8 +173,8 @@ def test_defective_data_stops_the_flow_before_training(tmp_path, synthetic_files
 
 
 def test_unchanged_data_and_config_skip_retraining(flow_result, flow_home):
-    from sign_model.registry import champion_matches
-    from sign_model.train import PRESETS, TrainConfig
+    from sign_mlops.sign_model.registry import champion_matches
+    from sign_mlops.sign_model.train import PRESETS, TrainConfig
 
     result, _ = flow_result
     again = training_flow(preset="smoke", overrides=SMOKE, home=str(flow_home), force=False)
@@ -221,33 +222,6 @@ def test_library_log_messages_reach_the_flow_run_log(flow_result):
     by_logger = {}
     for entry in logs:
         by_logger.setdefault(entry.name, []).append(entry.message)
-    assert any(m.startswith("grouped split:") for m in by_logger.get("sign_model.train", []))
-    assert any(m.startswith("robustness: moderate mean") for m in by_logger.get("sign_model.pipeline", []))
-    assert any("as challenger" in m for m in by_logger.get("sign_model.registry", []))
-
-
-def test_the_champion_teaches_the_next_run_and_the_run_says_so(flow_result, flow_home):
-    """teacher: champion distils from the registered champion; its tag, the result and the model card name it."""
-    result, uri = flow_result
-    mlflow.set_tracking_uri(uri)
-    champion = version_by_alias(ONNX_MODEL, CHAMPION)
-    taught = training_flow(preset="smoke", overrides={**SMOKE, "teacher": "champion"}, home=str(flow_home),
-                           accuracy_floor=0.3, int8=False, robust_mean_floor=0.2, robust_worst_floor=0.0,
-                           robust_tolerance=1.0)
-    source = f"champion {ONNX_MODEL} v{champion.version}"
-    assert taught.trained.teacher == source
-    tags = mlflow.get_run(taught.run_id).data.tags
-    assert tags["distill_teacher"] == source and tags["distill_teacher_sha256"] == champion.tags["onnx_sha256"]
-    card = mlflow.MlflowClient().get_model_version(ONNX_MODEL, taught.registered.onnx_version).description
-    assert f"distilled from {source}" in card
-
-
-def test_a_teacher_that_cannot_be_loaded_stops_the_flow_before_a_run_exists(tmp_path, mlflow_store):
-    from sign_model.distill import TeacherError
-    from sign_model.pipeline import find_teacher
-    from sign_model.train_config import resolve_config
-
-    assert find_teacher(resolve_config("smoke", {"teacher": "champion"}), "empty", tmp_path) is None  # no champion yet
-    with pytest.raises(TeacherError, match="gone.onnx.*not found"):
-        training_flow(preset="smoke", overrides={"teacher": str(tmp_path / "gone.onnx")}, home=str(tmp_path / "home"))
-    assert mlflow.search_runs(experiment_names=["sign-language-mnist"], output_format="list") == []
+    assert any(m.startswith("grouped split:") for m in by_logger.get("sign_mlops.sign_model.train", []))
+    assert any(m.startswith("robustness: moderate mean") for m in by_logger.get("sign_mlops.sign_model.pipeline", []))
+    assert any("as challenger" in m for m in by_logger.get("sign_mlops.sign_model.registry", []))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sign_model.augment import photometric_augmenter
+from sign_mlops.sign_model.augment import photometric_augmenter
 
 
 def _batch(images):
@@ -33,7 +33,7 @@ def test_everything_on_gives_whole_pixels_in_range_and_varied_images(synthetic_d
 def test_schedule_lowers_augmentation_for_the_tail_epochs_only():
     import tensorflow as tf
 
-    from sign_model.augment import augmentation_schedule
+    from sign_mlops.sign_model.augment import augmentation_schedule
 
     strength = tf.Variable(1.0)
     schedule = augmentation_schedule(strength, epochs=10, tail=0.3)

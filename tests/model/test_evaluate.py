@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sign_model.evaluate import confusion_matrix, evaluate_model, save_evaluation_outputs, summarize
+from sign_mlops.sign_model.evaluate import confusion_matrix, evaluate_model, save_evaluation_outputs, summarize
 
 
 def test_summary_of_known_predictions():
@@ -35,7 +35,7 @@ def test_pictures_and_predictions_are_written(tiny_training, synthetic_datasets,
 
 
 def test_exploration_pictures(synthetic_datasets, tmp_path):
-    from sign_model.explore import explore
+    from sign_mlops.sign_model.explore import explore
 
     paths = explore(*synthetic_datasets, tmp_path)
     assert len(paths) == 3 and all(p.stat().st_size > 5000 for p in paths)
@@ -43,13 +43,13 @@ def test_exploration_pictures(synthetic_datasets, tmp_path):
 
 def test_scorer_and_evaluation_write_one_predictions_schema(tiny_training, synthetic_datasets, synthetic_files,
                                                               onnx_model_path, tmp_path):
-    from serving.model import load_onnx
-    from serving.scorer import score_file
+    from sign_mlops.serving.model import load_onnx
+    from sign_mlops.serving.scorer import score_file
 
     test = synthetic_datasets[1]
     evaluation = evaluate_model(tiny_training.model, test)
     evaluated = pd.read_csv(save_evaluation_outputs(evaluation, test, tiny_training.history, tmp_path / "e")["predictions"])
-    scored = pd.read_csv(score_file(synthetic_files[1], load_onnx(onnx_model_path), tmp_path / "s")["outputs"]["predictions"])
+    scored = pd.read_csv(score_file(synthetic_files[1], load_onnx(onnx_model_path), tmp_path / "s").outputs["predictions"])
     assert list(scored.columns) == list(evaluated.columns)
     assert list(evaluated.columns) == ["row", "true_label", "true_letter", "pred_label", "pred_letter", "confidence",
                                        "correct", "second_letter", "second_prob", "third_letter", "third_prob"]
@@ -60,7 +60,7 @@ def test_scorer_and_evaluation_write_one_predictions_schema(tiny_training, synth
 def test_the_confidence_the_scorer_would_report_is_measured():
     """Each run records how far its confidence is from its accuracy and how many of its errors the
     scorer's low-confidence flag (< 0.5) would catch, so runs can be compared on that too."""
-    from sign_model.evaluate import confidence_summary
+    from sign_mlops.sign_model.evaluate import confidence_summary
 
     def rows(top: float, predicted: int, n: int) -> np.ndarray:
         p = np.full((n, 24), (1 - top) / 23)
@@ -81,7 +81,7 @@ def test_the_confidence_the_scorer_would_report_is_measured():
 
 
 def test_the_result_table_says_what_the_confidence_flag_would_catch():
-    from sign_model.render import confidence_row
+    from sign_mlops.sign_model.results import confidence_row
 
     row = dict(confidence_row({"mean_confidence": 0.874, "low_confidence": 0.092, "errors_flagged": 0.67,
                                "calibration_error": 0.088}))

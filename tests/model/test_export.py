@@ -6,10 +6,18 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from sign_model.evaluate import predict_probabilities
-from sign_model.export import Int8Bounds, check_parity, judge_int8, onnx_macs, quantize_int8, read_metadata, save_onnx
-from sign_model.labels import LETTERS, parse_label_map
-from sign_model.train import to_indices
+from sign_mlops.contract.labels import LETTERS, parse_label_map
+from sign_mlops.sign_model.evaluate import predict_probabilities
+from sign_mlops.sign_model.export import (
+    Int8Bounds,
+    check_parity,
+    judge_int8,
+    onnx_macs,
+    quantize_int8,
+    read_metadata,
+    save_onnx,
+)
+from sign_mlops.sign_model.train import to_indices
 
 
 def test_export_passes_checker_and_carries_metadata(onnx_model_path):
@@ -95,7 +103,7 @@ def _scaled_model(offset: float = 0.0, scaled_values_also_to_dense: bool = False
     import keras
     from keras import layers
 
-    from sign_model.train import set_seeds
+    from sign_mlops.sign_model.train import set_seeds
 
     set_seeds(1)
     inputs = keras.Input((28, 28, 1), name="pixels")
@@ -109,9 +117,9 @@ def _scaled_model(offset: float = 0.0, scaled_values_also_to_dense: bool = False
 
 
 def test_the_input_scaling_is_folded_into_the_first_convolution(synthetic_datasets, tmp_path):
-    """No separate pass over the pixels to divide them by 255 (scorer speed: benchmarks/inference_graph.py),
+    """No separate pass over the pixels to divide them by 255 (scorer speed: research/inference_graph.py),
     and the probabilities do not change."""
-    from sign_model.export import keras_to_onnx, onnx_probabilities
+    from sign_mlops.sign_model.export import keras_to_onnx, onnx_probabilities
 
     images = synthetic_datasets[1].images[:256]
     for name, model in {"tiny_cnn": _tiny_cnn(), "rescaling and conv": _scaled_model()}.items():
@@ -122,7 +130,7 @@ def test_the_input_scaling_is_folded_into_the_first_convolution(synthetic_datase
 
 
 def _tiny_cnn():
-    from sign_model.model import build_model
+    from sign_mlops.sign_model.model import build_model
 
     return build_model("tiny_cnn", 0.1)
 
@@ -130,7 +138,7 @@ def _tiny_cnn():
 def test_a_scaling_that_cannot_be_folded_is_kept(synthetic_datasets, tmp_path):
     """An offset (zero padding would then differ) or scaled pixels that also go elsewhere: the Mul stays
     and the ONNX model computes what Keras does."""
-    from sign_model.export import keras_to_onnx, onnx_probabilities
+    from sign_mlops.sign_model.export import keras_to_onnx, onnx_probabilities
 
     images = synthetic_datasets[1].images[:256]
     for name, model in {"offset": _scaled_model(offset=-0.5),
@@ -146,7 +154,7 @@ def _first_convolution_on_raw_pixels(path):
     starts (the 1/255 folded into its weights): 8 kernels of one sign each, weights of similar size."""
     from onnx import helper
 
-    from sign_model.export import INPUT_NAME, OUTPUT_NAME
+    from sign_mlops.sign_model.export import INPUT_NAME, OUTPUT_NAME
 
     kernel = (0.5 + 0.01 * np.arange(9, dtype=np.float32)).reshape(1, 1, 3, 3) * np.ones((8, 1, 1, 1), np.float32)
     kernel[1::2] *= -1
@@ -169,7 +177,7 @@ def test_int8_weights_fit_seven_bits_so_no_cpu_saturates(synthetic_datasets, tmp
     here. The gate measured that; a scorer on another CPU than the training machine's would not."""
     import onnxruntime as ort
 
-    from sign_model.export import INPUT_NAME
+    from sign_mlops.sign_model.export import INPUT_NAME
 
     fp32 = _first_convolution_on_raw_pixels(tmp_path / "conv.onnx")
     int8 = quantize_int8(fp32, tmp_path / "conv.int8.onnx", synthetic_datasets[0].images[:256], {})

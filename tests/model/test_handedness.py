@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sign_model.data import SignDataset
-from sign_model.train_config import ConfigError, resolve_config
+from sign_mlops.sign_model.data import SignDataset
+from sign_mlops.sign_model.train_config import ConfigError, resolve_config
 
 
 def _with_wrist(images: np.ndarray) -> np.ndarray:
@@ -34,8 +34,8 @@ def _half_mean_detector():
 def test_a_mirrored_image_gets_the_answer_of_the_image(tiny_training, synthetic_datasets, tmp_path):
     import keras
 
-    from sign_model import export
-    from sign_model.handedness import with_hand_detector
+    from sign_mlops.sign_model import export
+    from sign_mlops.sign_model.handedness import with_hand_detector
 
     images = _with_wrist(synthetic_datasets[1].images[:200]).astype(np.float32)
     model = with_hand_detector(_half_mean_detector(), tiny_training.model)
@@ -54,7 +54,7 @@ def test_a_mirrored_image_gets_the_answer_of_the_image(tiny_training, synthetic_
 
 def test_the_detector_gives_an_image_and_its_mirror_opposite_answers(synthetic_datasets):
     """P(left | mirror image) = 1 - P(left | image) for any weights: the detector cannot lean to one hand."""
-    from sign_model.handedness import build_hand_detector
+    from sign_mlops.sign_model.handedness import build_hand_detector
 
     images = synthetic_datasets[1].images[:64, :, :, None].astype(np.float32)
     detector = build_hand_detector(4)
@@ -64,7 +64,7 @@ def test_the_detector_gives_an_image_and_its_mirror_opposite_answers(synthetic_d
 
 @pytest.fixture(scope="module")
 def handed_training(synthetic_datasets):
-    from sign_model.train import train_model
+    from sign_mlops.sign_model.train import train_model
 
     train = synthetic_datasets[0]
     dataset = SignDataset(_with_wrist(train.images), train.labels, "wrist", train.digest)
@@ -85,7 +85,7 @@ def test_training_puts_a_detector_that_passes_its_check_in_front(handed_training
 
 def test_a_detector_that_cannot_tell_hands_apart_is_left_out(synthetic_datasets):
     """Images that are their own mirror image: no detector can pass, and the model must not change."""
-    from sign_model.train import train_model
+    from sign_mlops.sign_model.train import train_model
 
     train = synthetic_datasets[0]
     symmetric = ((train.images.astype(np.float32) + train.images[:, :, ::-1]) / 2).round().astype(np.uint8)
@@ -105,8 +105,8 @@ def test_the_int8_model_still_mirrors_left_hands(tiny_training, synthetic_datase
     """INT8 is calibrated on training rows, which are all right hands: quantised with them, the
     switch never saw "left" and stayed shut (the default's INT8 read 18 % of left hands). The
     switch and the detector stay in float, so a mirrored image still gets the image's answer."""
-    from sign_model import export
-    from sign_model.handedness import with_hand_detector
+    from sign_mlops.sign_model import export
+    from sign_mlops.sign_model.handedness import with_hand_detector
 
     images = _with_wrist(synthetic_datasets[1].images[:200]).astype(np.float32)
     model = with_hand_detector(_half_mean_detector(), tiny_training.model)

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from sign_model.evaluate import evaluate_model, predict_probabilities
-from sign_model.model import ARCHITECTURES, build_model
-from sign_model.train import PRESETS, TrainConfig, save_training_outputs
+from sign_mlops.sign_model.evaluate import evaluate_model, predict_probabilities
+from sign_mlops.sign_model.model import ARCHITECTURES, build_model
+from sign_mlops.sign_model.train import PRESETS, TrainConfig, save_training_outputs
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
@@ -19,7 +19,7 @@ def test_every_architecture_rescales_inside_and_has_no_augmentation(name):
     model = build_model(name, 0.1)
     rescaling = [layer for layer in model.layers if isinstance(layer, keras.layers.Rescaling)]
     assert rescaling and all(layer.scale == pytest.approx(1 / 255) for layer in rescaling)
-    assert not [l for l in model.layers if type(l).__name__.startswith("Random")]
+    assert not [layer for layer in model.layers if type(layer).__name__.startswith("Random")]
     assert model.output_shape == (None, 24)
 
 
@@ -69,7 +69,7 @@ def test_mirror_symmetric_model_answers_a_left_hand_like_a_right_hand(tmp_path):
     both, through a Keras save/load and the ONNX export, with no custom layers to register."""
     import keras
 
-    from sign_model import export
+    from sign_mlops.sign_model import export
 
     model = build_model("sym_cnn", 0.1)
     images = np.random.default_rng(0).integers(0, 256, (8, 28, 28)).astype(np.uint8)
@@ -87,7 +87,7 @@ def test_mirror_symmetric_model_answers_a_left_hand_like_a_right_hand(tmp_path):
 @pytest.mark.parametrize("name, budget", [("bn_cnn16", 6_000_000), ("bn_cnn16_late", 6_000_000), ("slim_cnn", 6_000_000)])
 def test_small_architectures_stay_within_their_multiply_add_budget(name, budget, tmp_path):
     """The cheap candidates are there for their cost: counted from the exported ONNX graph."""
-    from sign_model import export
+    from sign_mlops.sign_model import export
 
     onnx_path = export.keras_to_onnx(build_model(name, 0.1), tmp_path / "m.onnx", {})
     assert 4_000_000 < export.onnx_macs(onnx_path) <= budget

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sign_model import robustness
-from sign_model.robustness import KINDS, SEVERITIES, perturb, robustness_report
-from sign_model.train import to_indices
+from sign_mlops.sign_model import robustness
+from sign_mlops.sign_model.robustness import KINDS, SEVERITIES, perturb, robustness_report
+from sign_mlops.sign_model.train import to_indices
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from serving import model as model_module
+from sign_mlops.serving import model as model_module
 
 _real_predict = model_module.LoadedModel.predict
 _calls = {"n": 0}
@@ -26,9 +26,9 @@ def _slow_predict(self, pixels):
 def main() -> None:
     model_module.LoadedModel.predict = _slow_predict
     if sys.argv[1] == "inbox":
-        from serving.inbox import score_inbox
-        from serving.model import load_onnx
-        from serving.outputs import sigterm_as_exception
+        from sign_mlops.serving.inbox import score_inbox
+        from sign_mlops.serving.model import load_onnx
+        from sign_mlops.serving.outputs import sigterm_as_exception
 
         inbox, outbox, model = sys.argv[2:5]
         with sigterm_as_exception():
@@ -36,7 +36,7 @@ def main() -> None:
                                  scorer=None)
         print("RESULT", sorted(result.scored), result.busy, flush=True)
         return
-    from sign_model.cli import app
+    from sign_mlops.cli.app import app
 
     app(sys.argv[1:])
 

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving import reader
-from serving.model import ModelError, load_onnx
-from serving.scorer import ScoringError, score_file
-from sign_model.csvformat import KAGGLE_HEADER, PIXEL_COLUMNS
+from sign_mlops.contract.csvformat import KAGGLE_HEADER, PIXEL_COLUMNS
+from sign_mlops.serving import reader
+from sign_mlops.serving.model import ModelError, load_onnx
+from sign_mlops.serving.scorer import ScoringError, score_file
 from tests.conftest import kaggle_rows, write_text
 
 ROWS = kaggle_rows(8, seed=11)
@@ -34,10 +34,10 @@ def model(onnx_model_path):
 def _score(tmp_path: Path, payload: bytes | str, model, name: str = "in.csv", **options):
     path = write_text(tmp_path / name, payload)
     summary = score_file(path, model, tmp_path / "out", **options)
-    predictions = pd.read_csv(summary["outputs"]["predictions"], dtype=str, keep_default_na=False)
-    rejects = pd.read_csv(summary["outputs"]["rejects"], keep_default_na=False)
-    assert summary["rows_in"] == summary["rows_scored"] + summary["rows_rejected"]
-    assert len(predictions) == summary["rows_scored"] and len(rejects) == summary["rows_rejected"]
+    predictions = pd.read_csv(summary.outputs["predictions"], dtype=str, keep_default_na=False)
+    rejects = pd.read_csv(summary.outputs["rejects"], keep_default_na=False)
+    assert summary.rows_in == summary.rows_scored + summary.rows_rejected
+    assert len(predictions) == summary.rows_scored and len(rejects) == summary.rows_rejected
     return summary, predictions, rejects
 
 
@@ -53,7 +53,7 @@ def test_quoted_passthrough_fields_follow_rfc4180(tmp_path, model):
             f'"c""3","",{PIXELS[2]}\r\n'
             f'd4,x,{PIXELS[3]}\r\n')
     summary, predictions, rejects = _score(tmp_path, text, model)
-    assert summary["rows_in"] == 4 and summary["rows_rejected"] == 0
+    assert summary.rows_in == 4 and summary.rows_rejected == 0
     assert predictions["id"].tolist() == ["a,1", "b2", 'c"3', "d4"]
     assert predictions["note"].tolist() == ["plain", "two\r\nlines", "", "x"]  # the value, byte for byte
     assert predictions["row"].tolist() == ["2", "3", "5", "6"]  # the quoted newline spans lines 3-4
@@ -65,9 +65,9 @@ def test_broken_quoting_rejects_that_row_only(tmp_path, model, bad):
     text = f"id,{PIXEL_HEADER}\n" + "".join(f"{i},{PIXELS[i]}\n" for i in range(2)) + f"{bad},{PIXELS[2]}\n" + \
         "".join(f"{i},{PIXELS[i]}\n" for i in range(3, 6))
     summary, predictions, rejects = _score(tmp_path, text, model)
-    assert summary["rows_in"] == 6
+    assert summary.rows_in == 6
     if bad == 'x"y"z':  # a quote inside an unquoted field is literal text (RFC 4180 readers agree)
-        assert summary["rows_scored"] == 6 and predictions["id"].tolist()[2] == 'x"y"z'
+        assert summary.rows_scored == 6 and predictions["id"].tolist()[2] == 'x"y"z'
         return
     assert rejects["row"].tolist() == [4] and "quot" in rejects["reason"].iloc[0]
     assert predictions["row"].tolist() == ["2", "3", "5", "6", "7"]
@@ -77,14 +77,14 @@ def test_broken_quoting_rejects_that_row_only(tmp_path, model, bad):
 def test_unterminated_quote_on_the_last_row(tmp_path, model):
     text = f"id,{PIXEL_HEADER}\n0,{PIXELS[0]}\n\"open,{PIXELS[1]}"
     summary, _, rejects = _score(tmp_path, text, model)
-    assert summary["rows_scored"] == 1 and rejects["row"].tolist() == [3]
+    assert summary.rows_scored == 1 and rejects["row"].tolist() == [3]
 
 
 def test_passthrough_columns_named_like_outputs_are_renamed(tmp_path, model):
     header = f"row,confidence,input_row,pred_letter,label,{PIXEL_HEADER}"
     text = header + "\n" + "".join(f"r{i},c{i},x{i},p{i},{LABELS[i]},{PIXELS[i]}\n" for i in range(3))
     summary, predictions, _ = _score(tmp_path, text, model)
-    assert summary["renamed_columns"] == {"row": "input_input_row", "confidence": "input_confidence",
+    assert summary.renamed_columns == {"row": "input_input_row", "confidence": "input_confidence",
                                           "pred_letter": "input_pred_letter"}
     assert predictions["row"].tolist() == ["2", "3", "4"]
     assert predictions["input_input_row"].tolist() == ["r0", "r1", "r2"]
@@ -101,7 +101,7 @@ def test_cells_are_integers_and_nothing_else_even_in_a_one_row_file(tmp_path, mo
     cells[column] = cell
     text = ",".join(KAGGLE_HEADER) + "\n" + ",".join(cells.values()) + "\n"
     summary, _, rejects = _score(tmp_path, text, model)
-    assert summary["rows_scored"] == 0 and summary["rows_rejected"] == 1
+    assert summary.rows_scored == 0 and summary.rows_rejected == 1
     assert column in rejects["reason"].iloc[0]
 
 
@@ -109,7 +109,7 @@ def test_integers_with_signs_spaces_and_leading_zeros_are_accepted(tmp_path, mod
     cells = PIXELS[0].split(",")
     cells[0], cells[1], cells[2] = "+7", " 8 ", "009"
     summary, _, _ = _score(tmp_path, PIXEL_HEADER + "\n" + ",".join(cells) + "\n", model)
-    assert summary["rows_scored"] == 1
+    assert summary.rows_scored == 1
 
 
 def test_text_that_looks_missing_passes_through_unchanged(tmp_path, model):
@@ -124,7 +124,7 @@ def test_header_longer_than_a_mebibyte(tmp_path, model):
     rows = "".join(",".join(["a"] * 2000 + [PIXELS[i]] + ["b"] * 2000) + "\n" for i in range(3))
     summary, predictions, _ = _score(tmp_path, header + "\n" + rows, model)
     assert len(header) > 1 << 20
-    assert summary["rows_scored"] == 3 and predictions[names[-1]].tolist() == ["b", "b", "b"]
+    assert summary.rows_scored == 3 and predictions[names[-1]].tolist() == ["b", "b", "b"]
     assert predictions["pred_letter"].tolist() == _expected_letters(model, [0, 1, 2])
 
 
@@ -133,7 +133,7 @@ def test_ten_thousand_columns_finish(tmp_path, model):
     text = ",".join(list(PIXEL_COLUMNS) + extra) + "\n" + "".join(
         PIXELS[i % 8] + "," + ",".join(["7"] * len(extra)) + "\n" for i in range(20))
     summary, predictions, _ = _score(tmp_path, text, model)
-    assert summary["rows_scored"] == 20 and predictions.shape[1] == 1 + len(extra) + 3 + 2 * 2  # row, extras, predictions
+    assert summary.rows_scored == 20 and predictions.shape[1] == 1 + len(extra) + 3 + 2 * 2  # row, extras, predictions
 
 
 @pytest.mark.parametrize("ending", [b"\r\r\n", b"\n\r", b"\r\n"])
@@ -141,7 +141,7 @@ def test_odd_line_endings(tmp_path, model, ending):
     body = ending.join(p.encode() for p in [PIXEL_HEADER, *PIXELS[:4]]) + ending
     summary, predictions, _ = _score(tmp_path, body, model)
     assert predictions["pred_letter"].tolist()[:4] == _expected_letters(model, [0, 1, 2, 3])
-    assert summary["rows_scored"] == 4
+    assert summary.rows_scored == 4
 
 
 def test_non_utf8_and_nul_bytes_reject_only_their_rows(tmp_path, model):
@@ -157,7 +157,7 @@ def test_overlong_line_is_rejected_without_holding_it(tmp_path, model, monkeypat
     monkeypatch.setattr(reader, "MAX_LINE_BYTES", 50_000)
     text = PIXEL_HEADER + "\n" + PIXELS[0] + "\n" + "1," * 100_000 + "1\n" + PIXELS[1] + "\n"
     summary, _, rejects = _score(tmp_path, text, model, chunk_rows=2)
-    assert summary["rows_scored"] == 2 and rejects["row"].tolist() == [3]
+    assert summary.rows_scored == 2 and rejects["row"].tolist() == [3]
     assert "line too long" in rejects["reason"].iloc[0]
 
 
@@ -227,10 +227,10 @@ def test_fuzzed_rows_never_raise_and_every_row_is_accounted(model, data, kinds, 
     with tempfile.TemporaryDirectory() as tmp:
         path = write_text(Path(tmp) / "fuzz.csv", payload)
         summary = score_file(path, model, Path(tmp) / "out", chunk_rows=chunk_rows)
-        predictions = pd.read_csv(summary["outputs"]["predictions"], dtype=str, keep_default_na=False)
-        rejects = pd.read_csv(summary["outputs"]["rejects"], keep_default_na=False)
-    assert summary["rows_in"] == summary["rows_scored"] + summary["rows_rejected"]
-    assert len(predictions) == summary["rows_scored"] and len(rejects) == summary["rows_rejected"]
+        predictions = pd.read_csv(summary.outputs["predictions"], dtype=str, keep_default_na=False)
+        rejects = pd.read_csv(summary.outputs["rejects"], keep_default_na=False)
+    assert summary.rows_in == summary.rows_scored + summary.rows_rejected
+    assert len(predictions) == summary.rows_scored and len(rejects) == summary.rows_rejected
     seen = [int(r) for r in predictions["row"]] + rejects["row"].tolist()
     assert len(seen) == len(set(seen)) and all(2 <= r <= last_line for r in seen)
     assert all(isinstance(reason, str) and reason for reason in rejects["reason"])
@@ -249,7 +249,7 @@ def test_non_ascii_digits_are_not_numbers(tmp_path, model):
     cells = PIXELS[0].split(",")
     cells[3] = "\uff11\uff12"  # fullwidth "12"
     summary, _, rejects = _score(tmp_path, PIXEL_HEADER + "\n" + ",".join(cells) + "\n" + PIXELS[1] + "\n", model)
-    assert summary["rows_scored"] == 1 and "non-numeric value in column pixel4" in rejects["reason"].iloc[0]
+    assert summary.rows_scored == 1 and "non-numeric value in column pixel4" in rejects["reason"].iloc[0]
 
 
 # ---------------------------------------------------------------- the plain-digit fast path

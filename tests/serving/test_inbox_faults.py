@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving import inbox as inbox_module
-from serving.inbox import InboxError, rebuild_manifest, score_inbox
-from serving.model import load_onnx
+from sign_mlops.serving import inbox as inbox_module
+from sign_mlops.serving.inbox import InboxError, rebuild_manifest, score_inbox
+from sign_mlops.serving.model import load_onnx
 from tests.conftest import kaggle_rows, rows_to_csv, write_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,7 +130,7 @@ def test_an_unexpected_error_fails_only_that_file(boxes, model, monkeypatch):
 def test_disk_full_stops_the_run_and_keeps_the_file(boxes, model, monkeypatch):
     import errno
 
-    from serving import scorer as scorer_module
+    from sign_mlops.serving import scorer as scorer_module
 
     inbox, outbox = boxes
     write_text(inbox / "a.csv", _batch(4, 14))

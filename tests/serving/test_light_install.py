@@ -25,7 +25,7 @@ def test_heavy_packages_are_not_installed():
 @light
 def test_score_works_and_imports_nothing_heavy(tmp_path, onnx_model_path):
     path = write_text(tmp_path / "a.csv", rows_to_csv(kaggle_rows(20)))
-    code = ("import sys\nfrom sign_model.cli import app\n"
+    code = ("import sys\nfrom sign_mlops.cli.app import app\n"
             f"try:\n    app(['score', r'{path}', '--model', r'{onnx_model_path}', '--out', r'{tmp_path / 'out'}'])\n"
             "except SystemExit as e:\n    assert not e.code, e.code\n"
             f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\nassert not heavy, heavy\n")
@@ -38,6 +38,6 @@ def test_score_works_and_imports_nothing_heavy(tmp_path, onnx_model_path):
 @pytest.mark.parametrize("args, extra", [(["train"], "train"), (["promote"], "train"),
                                          (["score-inbox"], "orchestrate"), (["serve", "--only", "scoring"], "orchestrate")])
 def test_training_commands_say_which_extra_is_missing(args, extra):
-    done = subprocess.run([sys.executable, "-m", "sign_model.cli", *args], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-m", "sign_mlops.cli.app", *args], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and f"pip install 'sign-mlops[{extra}]'" in done.stderr
     assert "Traceback" not in done.stderr

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from serving import scorer as scorer_module
-from serving.model import load_onnx
-from serving.outputs import TEMP_SUFFIX
-from serving.scorer import OutputPaths, ScoringError, score_file
-from sign_model.cli import app
+from sign_mlops.cli.app import app
+from sign_mlops.contract.files import TEMP_SUFFIX
+from sign_mlops.serving import scorer as scorer_module
+from sign_mlops.serving.model import load_onnx
+from sign_mlops.serving.scorer import OutputPaths, ScoringError, score_file
 from tests.conftest import kaggle_rows, rows_to_csv, write_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,7 +94,7 @@ def test_killed_mid_file_then_rerun(tmp_path, model, onnx_model_path, sig):
     else:
         assert temps  # SIGKILL leaves temporaries; the next run sweeps them
     summary = score_file(path, model, out)
-    assert summary["rows_in"] == 3000 == summary["rows_scored"]
+    assert summary.rows_in == 3000 == summary.rows_scored
     finals, temps = _finals_and_temps(out)
     assert finals == ["in.predictions.csv", "in.rejects.csv", "in.summary.json"] and temps == []
 
@@ -105,7 +105,7 @@ def test_a_predictions_file_without_its_summary_is_a_leftover(tmp_path, model):
     paths.predictions.parent.mkdir()
     paths.predictions.write_text("half of an old run\n")
     summary = score_file(path, model, tmp_path / "out")  # no --overwrite needed: the set was incomplete
-    assert summary["rows_scored"] == 5 and "half" not in paths.predictions.read_text()
+    assert summary.rows_scored == 5 and "half" not in paths.predictions.read_text()
 
 
 runner = CliRunner()
@@ -187,7 +187,7 @@ def test_unreachable_tracking_server_fails_fast_and_clearly(tmp_path, monkeypatc
     path = write_text(tmp_path / "a.csv", rows_to_csv(kaggle_rows(3)))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}", "SIGN_MLOPS_HOME": str(tmp_path)}
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "sign_model.cli", "score", str(path), "--out", str(tmp_path / "out")],
+    done = subprocess.run([sys.executable, "-m", "sign_mlops.cli.app", "score", str(path), "--out", str(tmp_path / "out")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr and "did not answer" in done.stderr

@@ -16,11 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving.model import ModelError, load_onnx
-from serving.outputs import OutputExistsError
-from serving.scorer import OutputPaths, ScoringError, score_file
-from sign_model.data import KAGGLE_HEADER
-from sign_model.export import onnx_probabilities, save_onnx
+from sign_mlops.serving.model import ModelError, load_onnx
+from sign_mlops.serving.outputs import OutputExistsError
+from sign_mlops.serving.scorer import OutputPaths, ScoringError, score_file
+from sign_mlops.sign_model.data import KAGGLE_HEADER
+from sign_mlops.sign_model.export import onnx_probabilities, save_onnx
 from tests.conftest import kaggle_rows, rows_to_csv, write_text
 
 GOOD = kaggle_rows(6, seed=3)
@@ -45,7 +45,7 @@ def _set(row, col, value) -> str:
 def _score(tmp_path, text: str | bytes, model, name="in.csv"):
     path = write_text(tmp_path / name, text)
     summary = score_file(path, model, tmp_path / "out")
-    rejects = pd.read_csv(summary["outputs"]["rejects"])
+    rejects = pd.read_csv(summary.outputs["rejects"])
     return summary, rejects
 
 
@@ -73,10 +73,10 @@ def test_bad_row_is_rejected_with_reason_and_batch_goes_on(tmp_path, model, case
     bad, reason = BAD_ROWS[case]
     text = "\r\n".join([HEADER, _line(GOOD[0]), bad, _line(GOOD[2])]) + "\r\n"
     summary, rejects = _score(tmp_path, text, model)
-    assert summary["rows_in"] == 3 and summary["rows_scored"] == 2 and summary["rows_rejected"] == 1
+    assert summary.rows_in == 3 and summary.rows_scored == 2 and summary.rows_rejected == 1
     assert rejects["row"].tolist() == [3]
     assert reason in rejects["reason"].iloc[0]
-    predictions = pd.read_csv(summary["outputs"]["predictions"])
+    predictions = pd.read_csv(summary.outputs["predictions"])
     assert predictions["row"].tolist() == [2, 4]
 
 
@@ -113,8 +113,8 @@ def test_truncated_gzip_leaves_no_final_output(tmp_path, model):
 
 def test_header_only_gives_empty_outputs(tmp_path, model):
     summary, rejects = _score(tmp_path, HEADER + "\r\n", model)
-    assert summary["rows_in"] == 0 and len(rejects) == 0
-    assert "pred_letter" in Path(summary["outputs"]["predictions"]).read_text()
+    assert summary.rows_in == 0 and len(rejects) == 0
+    assert "pred_letter" in Path(summary.outputs["predictions"]).read_text()
 
 
 def test_bom_crlf_lf_and_gzip_score_identically(tmp_path, model):
@@ -124,8 +124,8 @@ def test_bom_crlf_lf_and_gzip_score_identically(tmp_path, model):
     outputs = []
     for name, payload in variants.items():
         summary = score_file(write_text(tmp_path / name, payload), model, tmp_path / "out")
-        assert summary["rows_scored"] == len(GOOD)
-        outputs.append(pd.read_csv(summary["outputs"]["predictions"]))
+        assert summary.rows_scored == len(GOOD)
+        outputs.append(pd.read_csv(summary.outputs["predictions"]))
     for other in outputs[1:]:
         pd.testing.assert_frame_equal(outputs[0], other)
 
@@ -135,27 +135,27 @@ def test_passthrough_columns_and_no_label(tmp_path, model):
     header = "id," + ",".join(KAGGLE_HEADER[1:]) + ",batch"
     text = header + "\n" + "".join(f"img-{i}," + _line(r) + ",b7\n" for i, r in enumerate(pixels))
     summary, _ = _score(tmp_path, text, model)
-    predictions = pd.read_csv(summary["outputs"]["predictions"])
+    predictions = pd.read_csv(summary.outputs["predictions"])
     assert predictions["id"].tolist() == [f"img-{i}" for i in range(len(pixels))]
     assert (predictions["batch"] == "b7").all()
-    assert "true_label" not in predictions and summary["accuracy"] is None
+    assert "true_label" not in predictions and summary.accuracy is None
 
 
 def test_predictions_equal_the_models(tmp_path, model, onnx_model_path, synthetic_files):
     summary = score_file(synthetic_files[1], model, tmp_path / "out", chunk_rows=100, batch_size=37)
-    predictions = pd.read_csv(summary["outputs"]["predictions"])
-    from sign_model.data import load_dataset
+    predictions = pd.read_csv(summary.outputs["predictions"])
+    from sign_mlops.sign_model.data import load_dataset
 
     test = load_dataset(synthetic_files[1])
     probs = onnx_probabilities(onnx_model_path, test.images)
     assert predictions["row"].tolist() == list(range(2, len(test) + 2))
     np.testing.assert_array_equal(predictions["pred_label"], np.array(model.labels)[probs.argmax(1)])
     np.testing.assert_allclose(predictions["confidence"], probs.max(1), atol=1e-6)
-    assert summary["accuracy"] == pytest.approx(float((predictions["pred_label"] == test.labels).mean()))
-    assert sum(summary["predicted_class_counts"].values()) == len(test)
-    assert summary["drift"]["verdict"] == "no drift" and summary["drift"]["drift"] is False
-    assert summary["checked_at"]
-    assert summary["model"]["sha256"] == model.sha256 and len(summary["input_sha256"]) == 64
+    assert summary.accuracy == pytest.approx(float((predictions["pred_label"] == test.labels).mean()))
+    assert sum(summary.predicted_class_counts.values()) == len(test)
+    assert summary.drift["verdict"] == "no drift" and summary.drift["drift"] is False
+    assert summary.checked_at
+    assert summary.model["sha256"] == model.sha256 and len(summary.input_sha256) == 64
 
 
 def test_drift_is_flagged_for_shifted_data(tmp_path, model, synthetic_datasets):
@@ -163,8 +163,8 @@ def test_drift_is_flagged_for_shifted_data(tmp_path, model, synthetic_datasets):
     bright = np.clip(test.images.astype(int) + 90, 0, 255).reshape(len(test), -1)
     text = rows_to_csv(np.column_stack([test.labels, bright]))
     summary, _ = _score(tmp_path, text, model)
-    assert summary["drift"]["drift"] is True and "mean_intensity" in summary["drift"]["drifted"]
-    assert summary["drift"]["tests"]["mean_intensity"]["psi"] > 0.2
+    assert summary.drift["drift"] is True and "mean_intensity" in summary.drift["drifted"]
+    assert summary.drift["tests"]["mean_intensity"]["psi"] > 0.2
 
 
 def test_refuses_to_overwrite_unless_asked(tmp_path, model):
@@ -172,7 +172,7 @@ def test_refuses_to_overwrite_unless_asked(tmp_path, model):
     score_file(path, model, tmp_path / "out")
     with pytest.raises(OutputExistsError, match="--overwrite"):
         score_file(path, model, tmp_path / "out")
-    assert score_file(path, model, tmp_path / "out", overwrite=True)["rows_scored"] == len(GOOD)
+    assert score_file(path, model, tmp_path / "out", overwrite=True).rows_scored == len(GOOD)
 
 
 def test_crash_mid_batch_leaves_no_final_named_file(tmp_path, model, monkeypatch):
@@ -212,9 +212,9 @@ def test_rows_in_equal_scored_plus_rejected(model, kinds, chunk_rows):
         body = "".join(_row_of_kind(k, i) + "\r\n" for i, k in enumerate(kinds))
         path = write_text(Path(tmp) / "mix.csv", HEADER + "\r\n" + body)
         summary = score_file(path, model, Path(tmp) / "out", chunk_rows=chunk_rows)
-        assert summary["rows_in"] == len(kinds) == summary["rows_scored"] + summary["rows_rejected"]
-        assert summary["rows_scored"] == kinds.count("good")
-        rejected = pd.read_csv(summary["outputs"]["rejects"])["row"].tolist()
+        assert summary.rows_in == len(kinds) == summary.rows_scored + summary.rows_rejected
+        assert summary.rows_scored == kinds.count("good")
+        rejected = pd.read_csv(summary.outputs["rejects"])["row"].tolist()
         assert rejected == [i + 2 for i, k in enumerate(kinds) if k != "good"]
 
 
@@ -238,7 +238,7 @@ def test_model_without_label_map_is_refused(tmp_path, onnx_model_path):
 
 
 def test_missing_model_file_and_bad_uri(tmp_path):
-    from serving.model import resolve
+    from sign_mlops.serving.model import resolve
 
     with pytest.raises(ModelError, match="not found"):
         resolve(str(tmp_path / "none.onnx"), tmp_path)
@@ -250,7 +250,7 @@ def test_scoring_process_never_imports_tensorflow_or_prefect(onnx_model_path, sy
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
-        "from sign_model.cli import app\n"
+        "from sign_mlops.cli.app import app\n"
         f"r = CliRunner().invoke(app, ['score', r'{synthetic_files[1]}', '--model', r'{onnx_model_path}', '--out', r'{tmp_path}'])\n"
         "assert r.exit_code == 0, r.output\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'prefect', 'tf2onnx') if m in sys.modules]\n"

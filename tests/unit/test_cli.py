@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from sign_model.cli import app
+from sign_mlops.cli.app import app
 
 runner = CliRunner()
 
@@ -55,3 +55,43 @@ def test_train_with_a_missing_file_and_inbox_that_is_a_file(tmp_path):
     taken.write_text("x")
     result = runner.invoke(app, ["score-inbox", "--inbox", str(taken), "--outbox", str(tmp_path / "out")])
     assert result.exit_code == 2 and "is a file, not a folder" in result.output
+
+
+def test_promote_gets_the_gate_options_as_one_policy(monkeypatch):
+    """The gate's options are declared once (GatePolicy) and reach the command whole."""
+    import sign_mlops.sign_model.registry as registry
+    import sign_mlops.sign_model.tracking as tracking
+    from sign_mlops.sign_model.gate import GatePolicy
+
+    seen = {}
+
+    class Refused:
+        promoted = False
+
+        def summary(self) -> str:
+            return "not promoted v1"
+
+    def fake_promote(policy, force=False, why=None):
+        seen["policy"] = policy
+        return Refused()
+
+    monkeypatch.setattr(tracking, "configure", lambda *a, **k: "sqlite:///unused")
+    monkeypatch.setattr(registry, "promote", fake_promote)
+    result = runner.invoke(app, ["promote", "--accuracy-floor", "0.8", "--robust-worst-floor", "0.5"])
+    assert result.exit_code == 3, result.output
+    assert seen["policy"] == GatePolicy(accuracy_floor=0.8, robust_worst_floor=0.5)
+
+
+def test_train_keeps_its_own_option_names_beside_the_gate_options(monkeypatch, tmp_path):
+    from dataclasses import fields
+
+    from sign_mlops.sign_model.gate import GatePolicy
+
+    help_text = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "250"}).output
+    for option in ("--train", "--test", "--preset", "--config", "--skip-if-unchanged", "--no-int8",
+                   *(f"--{f.name.replace('_', '-')}" for f in fields(GatePolicy))):
+        assert option in help_text, option
+    out_of_range = runner.invoke(app, ["train", "--accuracy-floor", "1.5"])
+    assert out_of_range.exit_code == 2 and "accuracy-floor" in out_of_range.output
+    missing = runner.invoke(app, ["train", "--train", str(tmp_path / "none.csv")])
+    assert missing.exit_code == 2 and "--train" in missing.output and "file not found" in missing.output

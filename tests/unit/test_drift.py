@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sign_model.drift import DriftAccumulator, build_profile, chi_square_p, image_features
-from sign_model.labels import INDEX_OF_LABEL
+from sign_mlops.contract.drift import DriftAccumulator, build_profile, chi_square_p, image_features
+from sign_mlops.contract.labels import INDEX_OF_LABEL
 from tests.conftest import REAL_TRAIN
 
 
@@ -77,7 +77,7 @@ def test_chi_square_tail_matches_known_values():
 @pytest.mark.slow
 @pytest.mark.skipif(not REAL_TRAIN.exists(), reason="needs ../shared/data/sign-mnist-real")
 def test_a_mirrored_batch_of_real_hands_is_flagged():
-    from sign_model.data import load_dataset
+    from sign_mlops.sign_model.data import load_dataset
 
     data = load_dataset(REAL_TRAIN)
     rng = np.random.default_rng(1)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sign_model.config import Paths, ServiceSettings, find_kaggle_file, tracking_uri
-from sign_model.labels import KAGGLE_LABELS, LETTERS, label_map_json, letter_of, parse_label_map
+from sign_mlops.contract.labels import KAGGLE_LABELS, LETTERS, label_map_json, letter_of, parse_label_map
+from sign_mlops.contract.paths import Paths, find_kaggle_file, tracking_uri
+from sign_mlops.flows.settings import ServiceSettings
 
 
 def test_label_map_has_24_letters_without_j_and_z():

@@ -1,0 +1,21 @@
+"""Prefect flows: thin tasks that wire sign_model/ and serving/ together.
+
+The library's own log messages (`logging.getLogger(__name__)` in sign_model/ and serving/) also
+reach each flow run's log in Prefect (`sign_mlops.flows.logs.library_logs_to_prefect_runs`, set here
+before the flows import Prefect; the CLI does it first thing)."""
+
+from sign_mlops.flows.logs import library_logs_to_prefect_runs
+
+library_logs_to_prefect_runs()
+
+
+def rename_flow_run(name: str):
+    """Rename the current Prefect flow run; returns its id (None outside a flow run)."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    if not flow_run.id:
+        return None
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run.id, name=name)
+    return flow_run.id
