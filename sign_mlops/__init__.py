@@ -1,3 +1,4 @@
-"""Sign Language MNIST: data, training, evaluation, export and registry (no Prefect needed)."""
+"""sign-mlops: Sign Language MNIST trained, tracked and served, in layers that import only downward:
+contract -> serving -> sign_model -> flows -> cli (tests/unit/test_layers.py keeps it so)."""
 
 __version__ = "0.1.0"

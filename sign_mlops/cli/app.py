@@ -92,8 +92,8 @@ def _log_to_console(verbose: bool) -> None:
 @data_app.command("synth")
 def data_synth(
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for sign_mnist_train.csv and sign_mnist_test.csv [default: <home>/outputs/synthetic-data].")] = None,
-    train_rows: Annotated[int, typer.Option(help="Rows in the training file.")] = 4800,
-    test_rows: Annotated[int, typer.Option(help="Rows in the test file.")] = 1200,
+    train_rows: Annotated[int, typer.Option(min=1, max=10_000_000, help="Rows in the training file.")] = 4800,
+    test_rows: Annotated[int, typer.Option(min=1, max=10_000_000, help="Rows in the test file.")] = 1200,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
 ) -> None:
     """Write synthetic data in exactly the Kaggle format (24 learnable glyph classes)."""
@@ -110,7 +110,7 @@ def data_synth(
 def data_split(
     source: Annotated[Path, typer.Argument(help="A labelled Kaggle-format CSV, e.g. the Kaggle training file.")],
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the two new files [default: <home>/data/holdout].")] = None,
-    fraction: Annotated[float, typer.Option(help="Share of rows (whole near-copy groups) held out as test.")] = 0.15,
+    fraction: Annotated[float, typer.Option(min=0.01, max=0.5, help="Share of rows (whole near-copy groups) held out as test.")] = 0.15,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Split one file into train/test files that keep near-copy groups apart (an honest holdout)."""
@@ -180,7 +180,8 @@ def data_explore(
         out.print(f"wrote {path}")
 
 
-Preset = Enum("Preset", {name: name for name in PRESETS}, type=str)  # every preset, from the one list
+# every preset, from the one list (a functional Enum: mypy cannot list its members)
+Preset = Enum("Preset", {name: name for name in PRESETS}, type=str)  # type: ignore[misc]
 
 
 def with_gate_policy(command: Callable[..., None]) -> Callable[..., None]:
@@ -209,7 +210,7 @@ def with_gate_policy(command: Callable[..., None]) -> Callable[..., None]:
 def train(
     train_csv: Annotated[Optional[Path], typer.Option("--train", help="Training CSV (default: data/sign_mnist_train.csv[.gz], else synthetic data).")] = None,
     test_csv: Annotated[Optional[Path], typer.Option("--test", help="Test CSV (default: data/sign_mnist_test.csv[.gz]).")] = None,
-    preset: Annotated[Preset, typer.Option(help="Config preset.")] = Preset.default,
+    preset: Annotated[Preset, typer.Option(help="Config preset.")] = Preset("default"),
     config: Annotated[Optional[Path], typer.Option(help="JSON/YAML file of config overrides on top of the preset (only the keys it sets).")] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "sign-language-mnist",
     int8: Annotated[bool, typer.Option(help="Also build and judge an INT8 ONNX variant.")] = True,
@@ -261,6 +262,7 @@ def train(
         out.print(f"Retraining skipped: {result.reason}.")
         return
     render.training_result(out, result)
+    assert result.promotion is not None  # a run that was not skipped got as far as the gate
     if not result.promotion.promoted:
         raise typer.Exit(EXIT_NOT_PROMOTED)
 
@@ -276,6 +278,9 @@ def register(
 
     Exit 0 when promoted, 3 when the gate refused, 1 when the tracking server cannot be reached."""
     _require("train", "register")
+    if not from_dir.is_dir():
+        _fail(f"--from {from_dir}: {'is a file' if from_dir.exists() else 'no such folder'}; pass a run's folder, "
+              "outputs/runs/<run id> (its run_record.json says what to register).", 2)
     from sign_mlops.sign_model import pipeline, tracking
     from sign_mlops.sign_model.export import ParityError
     from sign_mlops.sign_model.results import RunRecord
@@ -505,7 +510,8 @@ def score_inbox_command(
 
         prefect_console_without_tracebacks()
     with sigterm_as_exception():
-        result = inbox_scoring_flow(**parameters)
+        result = inbox_scoring_flow(inbox=str(inbox.resolve()), outbox=str(outbox.resolve()), model=model,
+                                    dask_address=dask_address, settle_s=settle_seconds)
     if result.error:
         _fail(result.error)
     if result.busy:

@@ -1,6 +1,6 @@
-"""Prefect flows: thin tasks that wire sign_model/ and serving/ together.
+"""Prefect flows: thin tasks that wire sign_model and serving together; deployments' settings.
 
-The library's own log messages (`logging.getLogger(__name__)` in sign_model/ and serving/) also
+The library's own log messages (`logging.getLogger(__name__)` under `sign_mlops`) also
 reach each flow run's log in Prefect (`sign_mlops.flows.logs.library_logs_to_prefect_runs`, set here
 before the flows import Prefect; the CLI does it first thing)."""
 

@@ -87,7 +87,7 @@ def load_onnx(path: Path, threads: int = 0, name: str = "", version: str = "",
     if isinstance(n_out, int) and n_out != len(records):
         raise ModelError(f"{path}: model has {n_out} outputs but its label map has {len(records)} entries.")
     profile = json.loads(meta["reference_profile"]) if "reference_profile" in meta else None
-    return LoadedModel(session, path, sha, session.get_inputs()[0].name, [r["letter"] for r in records],
+    return LoadedModel(session, path, sha, session.get_inputs()[0].name, [str(r["letter"]) for r in records],
                        [int(r["label"]) for r in records], profile, name or path.stem, version, dict(meta))
 
 

@@ -189,8 +189,9 @@ class RecordSplitter:
         out = Records()
         first = self.next_line
         self.next_line += len(lines)
-        if not self.pending and all(type(line) is bytes for line in lines) and not any(b'"' in line for line in lines):
-            out.records = [line.rstrip(b"\r") for line in lines]
+        plain = [line for line in lines if isinstance(line, bytes)]
+        if not self.pending and len(plain) == len(lines) and not any(b'"' in line for line in plain):
+            out.records = [line.rstrip(b"\r") for line in plain]
             out.lines = list(range(first, first + len(lines)))
             out.fields = [record.count(b",") + 1 for record in out.records]
             return out
@@ -228,7 +229,8 @@ class RecordSplitter:
             if len(self.pending) >= MAX_RECORD_LINES:
                 self._reject_pending(work, out, f"unterminated quote: the quoted field runs over {MAX_RECORD_LINES} lines")
             return
-        if status == "ok" and len(result) == self.n_fields and self._newlines_only_in_text(result):
+        if status == "ok" and isinstance(result, list) and len(result) == self.n_fields \
+                and self._newlines_only_in_text(result):
             self.pending = []
             out.quoted = True
             self._emit(out, start, _normalise(result), self.n_fields)
@@ -236,7 +238,7 @@ class RecordSplitter:
             self._reject_pending(work, out, "unterminated quote: the quoted field swallows the next line")
         else:
             self.pending = []
-            out.rejects.append((start, result if status == "bad" else
+            out.rejects.append((start, result if isinstance(result, str) else
                                 f"wrong number of fields: expected {self.n_fields}, found {len(result)}"))
 
     def _newlines_only_in_text(self, fields: list[str]) -> bool:
@@ -469,7 +471,7 @@ def iter_chunks(path: str | Path, chunk_rows: int = 8192) -> Iterator[Chunk]:
                                         layout, first_line=2)
 
 
-def iter_chunks_of_lines(blocks: Iterable[list[bytes]], layout: Layout, first_line: int) -> Iterator[Chunk]:
+def iter_chunks_of_lines(blocks: Iterable[list[bytes | _TooLong]], layout: Layout, first_line: int) -> Iterator[Chunk]:
     """Blocks of raw lines -> chunks (used for whole files and for byte-range pieces)."""
     splitter = RecordSplitter(len(layout.columns), first_line, layout.passthrough_positions)
     for lines in blocks:
@@ -482,7 +484,7 @@ def iter_chunks_of_lines(blocks: Iterable[list[bytes]], layout: Layout, first_li
         yield parse_records(tail, layout)
 
 
-def guarded_blocks(blocks: Iterator[list[bytes]], path: Path | str) -> Iterator[list[bytes]]:
+def guarded_blocks(blocks: Iterator[list[bytes | _TooLong]], path: Path | str) -> Iterator[list[bytes | _TooLong]]:
     """Turn read errors mid-file (truncated gzip, I/O error) into a DataFormatError."""
     read = 0
     while True:

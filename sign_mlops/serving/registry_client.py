@@ -75,6 +75,8 @@ def _sqlite_lookup(db: Path, name: str, alias: str | None, version: str | None) 
                     raise RegistryError(f"{wanted} not found in the registry at {db}; train and promote a model first "
                                         "('sign-mlops train'), or check the name and alias.")
                 version = str(row[0])
+            if version is None:
+                raise RegistryError(f"models:/{name}: name an alias (models:/{name}@champion) or a version.")
             row = db_conn.execute("SELECT storage_location, source FROM model_versions WHERE name = ? AND version = ?",
                                   (name, int(version))).fetchone()
             if row is None:

@@ -267,8 +267,8 @@ def _quoting(chunk: Chunk) -> int:
 
 def _csv_line(fields: list[str]) -> str:
     out = io.StringIO()
-    quoting = csv.QUOTE_ALL if any("\r" in f for f in fields) else csv.QUOTE_MINIMAL
-    csv.writer(out, lineterminator="\n", quoting=quoting).writerow(fields)
+    quoted = any("\r" in f for f in fields)
+    csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL if quoted else csv.QUOTE_MINIMAL).writerow(fields)
     return out.getvalue()
 
 

@@ -342,20 +342,23 @@ def _register(record: RunRecord) -> Registered:
     run_id, exported = record.run_id, record.exported
     robust = record.robustness
     run_data = mlflow.get_run(run_id).data
-    common = {"run_id": run_id, "train_sha256": record.files.train_sha256,
+    if exported.onnx_model_uri is None:
+        raise ValueError(f"run {run_id} logged no ONNX model (its export stopped early); there is nothing to register")
+    common: dict[str, str] = {"run_id": run_id, "train_sha256": record.files.train_sha256,
               "test_accuracy": f"{record.evaluated.test_accuracy:.6f}",
               **({"robust_mean": f"{robust.mean:.6f}", "robust_worst": f"{robust.worst:.6f}",
                   "robust_worst_kind": robust.worst_kind} if robust else {}),
               "validation_passed": run_data.tags.get("validation_passed", "unknown"),
-              "parity_passed": "true", "parity_argmax_agreement": exported.parity.argmax_agreement,
-              "parity_max_abs_delta": exported.parity.max_abs_delta}
+              "parity_passed": "true", "parity_argmax_agreement": str(exported.parity.argmax_agreement),
+              "parity_max_abs_delta": str(exported.parity.max_abs_delta)}
     keras_v = registry.register_once(record.trained.keras_model_uri, registry.KERAS_MODEL, common)
-    onnx_tags = {**common, "keras_version": keras_v.version, "onnx_sha256": exported.onnx_sha256}
-    int8 = exported.int8
-    if int8 is not None and int8.accepted:
+    onnx_tags = {**common, "keras_version": str(keras_v.version), "onnx_sha256": exported.onnx_sha256}
+    int8 = exported.int8 if exported.int8 is not None and exported.int8.accepted else None
+    if int8 is not None:
+        assert int8.model_uri is not None, "an accepted INT8 model is logged to MLflow"
         int8_v = registry.register_once(int8.model_uri, registry.INT8_MODEL,
-                                        {**registry_int8_tags(common, int8), "keras_version": keras_v.version})
-        onnx_tags["int8_version"] = int8_v.version
+                                        {**registry_int8_tags(common, int8), "keras_version": str(keras_v.version)})
+        onnx_tags["int8_version"] = str(int8_v.version)
     onnx_v = registry.register_once(exported.onnx_model_uri, registry.ONNX_MODEL, onnx_tags)
     registry.tag_version(registry.KERAS_MODEL, keras_v.version, {"onnx_version": onnx_v.version})
     params = run_data.params
@@ -364,16 +367,16 @@ def _register(record: RunRecord) -> Registered:
         architecture += f" behind a left-hand detector (width {params.get('hand_detector')})"
     registry.describe(registry.KERAS_MODEL, keras_v.version, registry.model_card(common, architecture))
     registry.describe(registry.ONNX_MODEL, onnx_v.version, registry.model_card(onnx_tags, architecture))
-    if "int8_version" in onnx_tags:
+    if int8 is not None:
         registry.describe(registry.INT8_MODEL, onnx_tags["int8_version"],
                           registry.model_card(registry_int8_tags(common, int8), architecture + " INT8"))
     return Registered(str(keras_v.version), str(onnx_v.version),
                       str(onnx_tags["int8_version"]) if "int8_version" in onnx_tags else None)
 
 
-def registry_int8_tags(common: dict, int8: Int8Report) -> dict:
+def registry_int8_tags(common: dict[str, str], int8: Int8Report) -> dict[str, str]:
     """The INT8 version's own figures over the run's common tags."""
-    return {**common, "onnx_sha256": int8.sha256, "test_accuracy": f"{int8.int8_accuracy:.6f}",
+    return {**common, "onnx_sha256": str(int8.sha256), "test_accuracy": f"{int8.int8_accuracy:.6f}",
             "robust_mean": f"{int8.int8_robust_mean:.6f}", "robust_worst": f"{int8.int8_robust_worst:.6f}"}
 
 

@@ -47,6 +47,7 @@ def _bytes(folder: Path, name: str) -> tuple[bytes, bytes]:
     return (folder / f"{stem}.predictions.csv").read_bytes(), (folder / f"{stem}.rejects.csv").read_bytes()
 
 
+@pytest.mark.slow
 def test_cluster_outputs_are_byte_identical_to_one_machine(cluster, inputs, onnx_model_path, tmp_path):
     model = load_onnx(onnx_model_path)
     for name in ("a.csv", "b.csv"):
@@ -70,6 +71,7 @@ def test_cluster_outputs_are_byte_identical_to_one_machine(cluster, inputs, onnx
     assert summary["rows_rejected"] == 2
 
 
+@pytest.mark.slow
 def test_inbox_on_the_cluster(cluster, inputs, onnx_model_path, tmp_path):
     inbox = tmp_path / "inbox"
     shutil.copytree(inputs, inbox)
@@ -106,6 +108,7 @@ class _KillOnce(distributed.WorkerPlugin):
         module.score_piece = dying
 
 
+@pytest.mark.slow
 def test_lost_worker_loses_and_duplicates_nothing(cluster, inputs, onnx_model_path, tmp_path):
     from distributed import Client
 
@@ -146,6 +149,7 @@ def test_score_command_with_dask_address_scores_on_the_cluster(cluster, inputs, 
     assert _bytes(tmp_path / "dask", "b.csv") == _bytes(tmp_path / "local", "b.csv")
 
 
+@pytest.mark.slow
 def test_score_command_with_an_unreachable_scheduler_fails_in_one_line(onnx_model_path, inputs, tmp_path):
     from typer.testing import CliRunner
 

@@ -171,7 +171,10 @@ def test_register_from_a_run_folder_is_idempotent(mlflow_store, tmp_path, onnx_m
         assert len(versions) == 1 and versions[0].tags["run_id"] == run.info.run_id
     assert str(registry.version_by_alias(registry.ONNX_MODEL, "champion").version) == "1"
     missing = runner.invoke(app, ["register", "--from", str(tmp_path / "nope")])
-    assert missing.exit_code == 1 and "run_record.json not found" in missing.output
+    assert missing.exit_code == 2 and "no such folder" in missing.output  # a usage error
+    (tmp_path / "empty").mkdir()
+    unfinished = runner.invoke(app, ["register", "--from", str(tmp_path / "empty")])
+    assert unfinished.exit_code == 1 and "run_record.json not found" in unfinished.output
 
 
 def test_unreachable_tracking_server_is_reported_clearly(monkeypatch):

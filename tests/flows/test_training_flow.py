@@ -36,12 +36,14 @@ def flow_result(flow_home, tmp_path_factory):
     mp.undo()
 
 
+@pytest.mark.slow  # trains and registers through the whole flow (the module's run is shared)
 def test_flow_discovers_kaggle_files_in_data_dir(flow_result, flow_home):
     result, _ = flow_result
     assert result.data.synthetic is False
     assert result.data.train == str(flow_home / "data" / "sign_mnist_train.csv")
 
 
+@pytest.mark.slow  # trains and registers through the whole flow (the module's run is shared)
 def test_run_holds_params_metrics_inputs_pictures_and_model(flow_result):
     result, uri = flow_result
     mlflow.set_tracking_uri(uri)
@@ -71,6 +73,7 @@ def test_run_holds_params_metrics_inputs_pictures_and_model(flow_result):
     assert run.data.tags["validation_passed"] == "true" and run.data.tags["parity_passed"] == "true"
 
 
+@pytest.mark.slow  # trains and registers through the whole flow (the module's run is shared)
 def test_the_hand_detectors_check_is_in_the_run_and_the_result(flow_result):
     """Whether the left-hand detector is in the model is never silent: tag, metrics, result table."""
     from sign_mlops.cli.render import result_rows
@@ -84,6 +87,7 @@ def test_the_hand_detectors_check_is_in_the_run_and_the_result(flow_result):
     assert ("left-hand detector", result.trained.hand_detector) in result_rows(result)
 
 
+@pytest.mark.slow  # trains and registers through the whole flow (the module's run is shared)
 def test_the_result_names_the_int8_champion_only_when_there_is_one(flow_result):
     from dataclasses import replace
 
@@ -99,6 +103,7 @@ def test_the_result_names_the_int8_champion_only_when_there_is_one(flow_result):
     assert "champion, INT8" not in rows(None)
 
 
+@pytest.mark.slow  # trains and registers through the whole flow (the module's run is shared)
 def test_every_run_logs_the_robustness_suite_and_the_gate_reads_it(flow_result):
     from sign_mlops.sign_model.robustness import KINDS, SEVERITIES
 
@@ -119,6 +124,7 @@ def test_every_run_logs_the_robustness_suite_and_the_gate_reads_it(flow_result):
     assert any(r.startswith("PASS robustness worst kind") for r in result.promotion.reasons)
 
 
+@pytest.mark.slow  # trains and registers through the whole flow (the module's run is shared)
 def test_registered_models_and_versions_carry_a_model_card(flow_result):
     result, uri = flow_result
     mlflow.set_tracking_uri(uri)
@@ -132,6 +138,7 @@ def test_registered_models_and_versions_carry_a_model_card(flow_result):
     assert onnx_info.saved_input_example_info is not None  # the UI shows what goes in
 
 
+@pytest.mark.slow  # trains and registers through the whole flow (the module's run is shared)
 def test_logged_keras_model_reproduces_evaluation_accuracy(flow_result, synthetic_datasets):
     result, uri = flow_result
     mlflow.set_tracking_uri(uri)
@@ -145,6 +152,7 @@ def test_logged_keras_model_reproduces_evaluation_accuracy(flow_result, syntheti
     assert accuracy == pytest.approx(result.evaluated.test_accuracy, abs=1e-9)
 
 
+@pytest.mark.slow  # trains and registers through the whole flow (the module's run is shared)
 def test_champion_onnx_loads_and_names_its_letters(flow_result, tmp_path):
     result, uri = flow_result
     mlflow.set_tracking_uri(uri)
@@ -172,6 +180,7 @@ def test_defective_data_stops_the_flow_before_training(tmp_path, synthetic_files
     assert version_by_alias(ONNX_MODEL, "challenger") is None
 
 
+@pytest.mark.slow  # trains and registers through the whole flow (the module's run is shared)
 def test_unchanged_data_and_config_skip_retraining(flow_result, flow_home):
     from sign_mlops.sign_model.registry import champion_matches
     from sign_mlops.sign_model.train import PRESETS, TrainConfig
@@ -186,6 +195,7 @@ def test_unchanged_data_and_config_skip_retraining(flow_result, flow_home):
     assert "training data changed" in champion_matches("0" * 64, changed)[1]
 
 
+@pytest.mark.slow  # trains and registers through the whole flow (the module's run is shared)
 def test_one_name_and_links_in_both_tools(flow_result):
     from prefect.artifacts import Artifact
     from prefect.client.orchestration import get_client
@@ -208,6 +218,7 @@ def test_one_name_and_links_in_both_tools(flow_result):
     assert f"/runs/{result.run_id}" in Artifact.get("mlflow-run").data
 
 
+@pytest.mark.slow  # trains and registers through the whole flow (the module's run is shared)
 def test_library_log_messages_reach_the_flow_run_log(flow_result):
     """sign_model's own logging (the grouped split, the robustness summary, registration) is in
     the Prefect run's log, next to the flow's step lines."""

@@ -72,6 +72,7 @@ def handed_training(synthetic_datasets):
     return train_model(dataset, config)
 
 
+@pytest.mark.slow
 def test_training_puts_a_detector_that_passes_its_check_in_front(handed_training, synthetic_datasets):
     hand = handed_training.hand
     assert hand.used and min(hand.right_accuracy, hand.left_accuracy) >= 0.99, hand.reason
@@ -83,6 +84,7 @@ def test_training_puts_a_detector_that_passes_its_check_in_front(handed_training
     assert set(hand.metrics()) == {"hand/val_right_accuracy", "hand/val_left_accuracy", "hand/used", "hand/seconds"}
 
 
+@pytest.mark.slow
 def test_a_detector_that_cannot_tell_hands_apart_is_left_out(synthetic_datasets):
     """Images that are their own mirror image: no detector can pass, and the model must not change."""
     from sign_mlops.sign_model.train import train_model

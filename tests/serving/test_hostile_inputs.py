@@ -128,6 +128,7 @@ def test_header_longer_than_a_mebibyte(tmp_path, model):
     assert predictions["pred_letter"].tolist() == _expected_letters(model, [0, 1, 2])
 
 
+@pytest.mark.slow
 def test_ten_thousand_columns_finish(tmp_path, model):
     extra = [f"c{i}" for i in range(10_000 - 784)]
     text = ",".join(list(PIXEL_COLUMNS) + extra) + "\n" + "".join(
@@ -212,6 +213,7 @@ def _mutate(line: bytes, kind: str, data) -> bytes:
 KINDS = ["good", "good", "quote", "cr", "bytes", "nul", "drop", "extra", "huge", "newline"]
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data(), kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=25),
@@ -257,6 +259,7 @@ def test_non_ascii_digits_are_not_numbers(tmp_path, model):
 SPECIAL_CELLS = ["", "0", "00", "007", "099", "255", "256", "999", "0255", "1000", "65535"]
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None)
 @given(seed=st.integers(0, 2**16), n_rows=st.integers(1, 4), labelled=st.booleans(),
        edits=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 784), st.sampled_from(SPECIAL_CELLS)), max_size=3))

@@ -178,6 +178,7 @@ def test_model_folder_and_missing_input_are_one_line_errors(tmp_path, onnx_model
     assert result.exit_code == 1 and "file not found" in result.output
 
 
+@pytest.mark.slow
 def test_unreachable_tracking_server_fails_fast_and_clearly(tmp_path, monkeypatch):
     import socket
 

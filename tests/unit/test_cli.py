@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 from sign_mlops.cli.app import app
@@ -95,3 +96,36 @@ def test_train_keeps_its_own_option_names_beside_the_gate_options(monkeypatch, t
     assert out_of_range.exit_code == 2 and "accuracy-floor" in out_of_range.output
     missing = runner.invoke(app, ["train", "--train", str(tmp_path / "none.csv")])
     assert missing.exit_code == 2 and "--train" in missing.output and "file not found" in missing.output
+
+
+# Every command's argument handling: a bad argument is refused with a short message and the
+# documented exit code (2 usage, 1 data/model), never a traceback.
+BAD_ARGUMENTS = [
+    (["data", "synth", "--train-rows", "0"], 2, "--train-rows"),
+    (["data", "synth", "--test-rows", "-1"], 2, "--test-rows"),
+    (["data", "split", "{tmp}/none.csv"], 1, "file not found"),
+    (["data", "split", "{tmp}/none.csv", "--fraction", "0.9"], 2, "--fraction"),
+    (["data", "validate", "{tmp}/none.csv"], 1, "file not found"),
+    (["data", "explore", "{tmp}/none.csv"], 1, "file not found"),
+    (["train", "--preset", "nope"], 2, "--preset"),
+    (["train", "--test", "{tmp}"], 2, "is a folder"),
+    (["register", "--from", "{tmp}/none"], 2, "--from"),
+    (["promote", "--force"], 2, "--why"),
+    (["promote", "--tolerance", "-0.1"], 2, "--tolerance"),
+    (["score", "{tmp}/a.csv", "--model", "{tmp}/none.onnx"], 1, "not found"),
+    (["score", "{tmp}/a.csv", "--chunk-rows", "0"], 2, "--chunk-rows"),
+    (["score", "{tmp}/*.nothing"], 1, "no file matches"),
+    (["score-inbox", "--inbox", "{tmp}/a.csv"], 2, "is a file"),
+    (["score-inbox", "--settle-seconds", "-1"], 2, "--settle-seconds"),
+    (["serve", "--only", "nothing"], 2, "--only"),
+]
+
+
+@pytest.mark.parametrize("args, code, message", BAD_ARGUMENTS, ids=[" ".join(a[:2]) + f" #{i}" for i, (a, _, _) in
+                                                                    enumerate(BAD_ARGUMENTS)])
+def test_bad_arguments_are_refused_in_a_line(args, code, message, tmp_path):
+    (tmp_path / "a.csv").write_text("label,pixel1\n")
+    result = runner.invoke(app, [a.format(tmp=tmp_path) for a in args], env={"COLUMNS": "200"})
+    assert result.exit_code == code, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
