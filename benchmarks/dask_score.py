@@ -48,7 +48,7 @@ def on_cluster(files: list[Path], model_path: str, out: Path, workers: int, piec
         result = score_files_flow.with_options(task_runner=runner)([str(f) for f in files], model_path, str(out),
                                                                    overwrite=True, piece_bytes=piece_bytes)
         seconds = time.perf_counter() - start
-    assert not result["failed"], result["failed"]
+    assert not result.failed, result.failed
     return seconds
 
 

@@ -45,6 +45,14 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def _check_input_file(path: Path | None, option: str = "") -> None:
+    """A usage error (exit 2, before any heavy import) when an input path is missing or a folder."""
+    if path is None or (path.exists() and not path.is_dir()):
+        return
+    what = "is a folder" if path.is_dir() else "file not found"
+    _fail(f"{option + ' ' if option else ''}{path}: {what}; pass a .csv or .csv.gz file.", 2)
+
+
 def _show_version(value: bool) -> None:
     if value:
         from sign_mlops import __version__
@@ -91,7 +99,7 @@ def _log_to_console(verbose: bool) -> None:
 
 @data_app.command("synth")
 def data_synth(
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for sign_mnist_train.csv and sign_mnist_test.csv [default: <home>/outputs/synthetic-data].")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for sign_mnist_train.csv and sign_mnist_test.csv \\[default: <home>/outputs/synthetic-data].")] = None,
     train_rows: Annotated[int, typer.Option(min=1, max=10_000_000, help="Rows in the training file.")] = 4800,
     test_rows: Annotated[int, typer.Option(min=1, max=10_000_000, help="Rows in the test file.")] = 1200,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
@@ -109,11 +117,12 @@ def data_synth(
 @data_app.command("split")
 def data_split(
     source: Annotated[Path, typer.Argument(help="A labelled Kaggle-format CSV, e.g. the Kaggle training file.")],
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the two new files [default: <home>/data/holdout].")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the two new files \\[default: <home>/data/holdout].")] = None,
     fraction: Annotated[float, typer.Option(min=0.01, max=0.5, help="Share of rows (whole near-copy groups) held out as test.")] = 0.15,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Split one file into train/test files that keep near-copy groups apart (an honest holdout)."""
+    _check_input_file(source)
     from sign_mlops.contract.paths import default_paths
     from sign_mlops.sign_model.data import DataFormatError, load_dataset
     from sign_mlops.sign_model.split import grouped_split
@@ -140,10 +149,12 @@ def data_validate(
 ) -> None:
     """Run the validation gate; print per-class counts, errors and warnings. Exit 1 on errors."""
     _require("train", "data validate")
-    from sign_mlops.sign_model.validate import validate_files
-
+    _check_input_file(train)
+    _check_input_file(test, "--test")
     if report and report.is_dir():
         _fail(f"--report {report} is a folder; pass a file name, e.g. {report / 'validation_report.json'}.", 2)
+    from sign_mlops.sign_model.validate import validate_files
+
     with console.status("validating..."):
         result = validate_files(train, test)
     render.validation_report(out, result)
@@ -161,10 +172,12 @@ def data_validate(
 def data_explore(
     train: Annotated[Path, typer.Argument(help="Training CSV.")],
     test: Annotated[Optional[Path], typer.Option(help="Test CSV.")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the PNG files [default: <home>/outputs/figures].")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the PNG files \\[default: <home>/outputs/figures].")] = None,
 ) -> None:
     """Draw a sample grid and class-count bar charts (PNG)."""
     _require("train", "data explore")
+    _check_input_file(train)
+    _check_input_file(test, "--test")
     from sign_mlops.contract.paths import default_paths
     from sign_mlops.sign_model.data import DataFormatError, load_dataset
     from sign_mlops.sign_model.explore import explore
@@ -230,9 +243,8 @@ def train(
         effective = resolve_config(preset.value, overrides)
     except ConfigError as exc:
         _fail(str(exc), 2)
-    for option, path in (("--train", train_csv), ("--test", test_csv)):
-        if path is not None and not path.is_file():
-            _fail(f"{option} {path}: {'is a folder' if path.is_dir() else 'file not found'}; pass a .csv or .csv.gz file.", 2)
+    _check_input_file(train_csv, "--train")
+    _check_input_file(test_csv, "--test")
     out.print(render.config_table(effective.to_dict(), config_sources(preset.value, overrides, f"file {config}")))
     from sign_mlops.flows.logs import prefect_console_without_tracebacks
     from sign_mlops.sign_model import tracking
@@ -276,17 +288,22 @@ def register(
     """Finish a failed registration without retraining: register the run's Keras, ONNX and INT8
     models (versions already registered for the run are reused), then run the promotion gate.
 
-    Exit 0 when promoted, 3 when the gate refused, 1 when the tracking server cannot be reached."""
+    Exit 0 when promoted, 3 when the gate refused, 1 when the tracking server cannot be reached,
+    2 when --from is not a run's folder."""
     _require("train", "register")
     if not from_dir.is_dir():
         _fail(f"--from {from_dir}: {'is a file' if from_dir.exists() else 'no such folder'}; pass a run's folder, "
               "outputs/runs/<run id> (its run_record.json says what to register).", 2)
-    from sign_mlops.sign_model import pipeline, tracking
-    from sign_mlops.sign_model.export import ParityError
-    from sign_mlops.sign_model.results import RunRecord
+    from sign_mlops.sign_model.results import RunRecord  # light: read the record before TensorFlow starts
 
     try:
         record = RunRecord.load(from_dir)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    from sign_mlops.sign_model import pipeline, tracking
+    from sign_mlops.sign_model.export import ParityError
+
+    try:
         tracking.configure(experiment=None)
         registered = pipeline.register_step(record)
         promotion = pipeline.promote_step(policy)
@@ -305,29 +322,122 @@ def register(
 @with_gate_policy
 def promote(
     force: Annotated[bool, typer.Option(help="Promote even if the gate fails (needs --why).")] = False,
-    why: Annotated[Optional[str], typer.Option(help="Reason for a forced promotion (recorded).")] = None,
+    why: Annotated[Optional[str], typer.Option(help="Reason for a forced promotion or a --version pin (recorded).")] = None,
+    version: Annotated[Optional[int], typer.Option("--version", min=1, help="Make this ONNX version the champion without the gate: a rollback or a pin (needs --why; 'sign-mlops models' lists versions).")] = None,
     policy: GatePolicy = GatePolicy(),
 ) -> None:
-    """Run the promotion gate on the ONNX challenger and record the decision.
+    """Run the promotion gate on the ONNX challenger and record the decision; or, with --version,
+    move the champion to that version (rollback), recorded the same way.
 
     Exit 0 when promoted, 3 when the gate refused, 1 when the registry cannot be reached or
-    holds no challenger, 2 on a usage error."""
+    holds no challenger (or no such version), 2 on a usage error."""
+    if (force or version is not None) and not (why and why.strip()):
+        what = "--version" if version is not None else "--force"
+        _fail(f"{what} needs --why with a reason (it is recorded on the version and the run).", 2)
+    if force and version is not None:
+        _fail("--force judges the challenger, --version pins a version: pass one of them.", 2)
     _require("train", "promote")
-    from sign_mlops.sign_model import registry, tracking
+    from sign_mlops.flows.events import emit_promotion
+    from sign_mlops.sign_model import pipeline, registry, tracking
 
-    if force and not (why and why.strip()):
-        _fail("--force needs --why with a reason (it is recorded on the version and the run).", 2)
     try:
         tracking.configure()
-        decision = registry.promote(policy, force=force, why=why)
+        if version is not None:
+            promotion = pipeline.pin_step(str(version), why or "")
+        else:
+            promotion = pipeline.promote_step(policy, force=force, why=why)
     except (LookupError, ValueError, tracking.TrackingUnavailable) as exc:
         _fail(str(exc))
     except Exception as exc:  # the tracking server went away mid-call
-        _fail(f"promotion failed talking to MLflow at {tracking.tracking_uri()} ({type(exc).__name__}: "
-              f"{str(exc).splitlines()[0][:200]}); check the server and run 'sign-mlops promote' again.")
-    out.print(decision.summary())
-    if not decision.promoted:
+        _fail(f"promotion stopped: MLflow at {tracking.shown_uri(tracking.tracking_uri())} failed mid-call "
+              f"({tracking.short_reason(exc)}); check the server and run 'sign-mlops promote' again.")
+    emit_promotion(promotion, registry.ONNX_MODEL)
+    render.promotion(out, registry.ONNX_MODEL, promotion)
+    if not promotion.promoted:
         raise typer.Exit(EXIT_NOT_PROMOTED)
+
+
+@app.command("models")
+def models(
+    model: Annotated[str, typer.Option(help="Registered model to list (sign-mnist-onnx is what the scorer serves; also sign-mnist-keras, sign-mnist-onnx-int8).")] = "sign-mnist-onnx",
+    limit: Annotated[int, typer.Option(min=1, help="Show the newest N versions.")] = 20,
+) -> None:
+    """List registered versions: aliases (champion, challenger), test accuracy, robustness, INT8
+    variant, and the last gate decision (when, and why).
+
+    Exit 0, 1 when the registry cannot be reached or holds no such model."""
+    _require("train", "models")
+    from sign_mlops.sign_model import registry, tracking
+
+    try:
+        tracking.configure(experiment=None)
+        rows = registry.list_versions(model)
+    except (LookupError, tracking.TrackingUnavailable) as exc:
+        _fail(str(exc))
+    except Exception as exc:  # the tracking server went away mid-call
+        _fail(f"listing {model} failed talking to MLflow at {tracking.tracking_uri()} ({type(exc).__name__}); "
+              "check the server and MLFLOW_TRACKING_URI.")
+    render.versions_table(out, rows[:limit], tracking.tracking_uri())
+
+
+@app.command("compare")
+def compare(
+    a: Annotated[str, typer.Argument(help="First model: champion, challenger, a version (3 or v3), models:/... or an .onnx file.")],
+    b: Annotated[str, typer.Argument(help="Second model, named the same ways.")],
+    data: Annotated[Path, typer.Option(help="A labelled CSV in the Kaggle format (label, pixel1..pixel784), .csv or .csv.gz.")],
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for comparison.json and comparison.png \\[default: <home>/outputs/compare/<time>].")] = None,
+    run: Annotated[Optional[str], typer.Option(help="An MLflow run id: log the comparison's metrics, JSON and PNG to it.")] = None,
+    pairs: Annotated[int, typer.Option(min=1, max=20, help="Alternating pairs of whole-file scorer runs timed for speed.")] = 3,
+    robust_rows: Annotated[int, typer.Option(min=100, max=100_000, help="Rows of the file the shift suite runs on.")] = 1500,
+) -> None:
+    """Score two models on the same labelled file: accuracy, per-letter accuracy, agreement,
+    robustness (the gate's shift suite on the file's rows) and scorer speed; a table, a JSON and
+    a PNG, logged to an MLflow run with --run.
+
+    Exit 0, 1 when a model cannot be loaded or the run cannot be logged to, 2 for a usage error
+    (missing or unlabelled file)."""
+    if not data.is_file():
+        _fail(f"--data {data}: {'is a folder' if data.is_dir() else 'no such file'}; pass a labelled CSV file.", 2)
+    _require("train", "compare")
+    from datetime import datetime, timezone
+
+    from sign_mlops.contract.csvformat import DataFormatError
+    from sign_mlops.contract.files import write_json_atomically
+    from sign_mlops.contract.paths import default_paths
+    from sign_mlops.sign_model.compare import CompareError, model_uri, plot_comparison
+    from sign_mlops.sign_model.compare import compare as compare_models
+
+    out_dir = out_dir or default_paths().outputs_dir / "compare" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    _check_out_dir(out_dir)
+    models = [_load_model(model_uri(spec)) for spec in (a, b)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="compare-", dir=out_dir) as scratch:
+            result = compare_models(models[0], models[1], (a, b), data, Path(scratch), pairs, robust_rows)
+    except (CompareError, DataFormatError) as exc:
+        _fail(str(exc), 2)
+    outputs = [write_json_atomically(result.to_dict(), out_dir / "comparison.json"),
+               plot_comparison(result, out_dir / "comparison.png")]
+    render.comparison(out, result, outputs)
+    if run:
+        _log_comparison(run, result, outputs)
+
+
+def _log_comparison(run_id: str, result, outputs: list[Path]) -> None:
+    """Metrics and files onto an existing run (the run is left as it was: not re-opened)."""
+    from sign_mlops.sign_model import tracking
+
+    try:
+        tracking.configure(experiment=None)
+        tracking.log_to_run(run_id, result.metrics(), outputs, artifact_path="compare")
+    except tracking.TrackingUnavailable as exc:
+        _fail(str(exc))
+    except Exception as exc:  # no such run, or the server went away
+        _fail(f"could not log to run {run_id} at {tracking.shown_uri(tracking.tracking_uri())} "
+              f"({tracking.short_reason(exc)}); the outputs above are kept. Check the run id ('mlflow runs list').")
+    out.print(f"logged to run {run_id}: {tracking.run_ui_url(run_id)}")
 
 
 def _expand_inputs(inputs: list[str]) -> list[Path]:
@@ -377,7 +487,7 @@ def _check_out_dir(out_dir: Path) -> None:
 def score(
     inputs: Annotated[list[str], typer.Argument(help="CSV files (.csv, .csv.gz) or quoted globs in the Kaggle pixel format; 'label' optional.")],
     model: Annotated[str, typer.Option(help="An .onnx file or models:/<name>@<alias> from the MLflow registry.")] = "models:/sign-mnist-onnx@champion",
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for <name>.predictions.csv, .rejects.csv, .summary.json [default: <home>/outputs/scores].")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for <name>.predictions.csv, .rejects.csv, .summary.json \\[default: <home>/outputs/scores].")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
     chunk_rows: Annotated[int, typer.Option(min=1, max=1_000_000, help="Rows parsed per chunk (memory stays flat).")] = 4096,
     batch_size: Annotated[int, typer.Option(min=1, max=65536, help="Rows per onnxruntime call.")] = 256,
@@ -407,14 +517,16 @@ def score(
 def _score_on_cluster(files: list[Path], model: str, out_dir: Path, overwrite: bool, address: str) -> None:
     """Each file's line-aligned pieces fan out over the Dask cluster (Prefect flow); the merged
     outputs are byte-identical to scoring here."""
-    from sign_mlops.flows.scoring import dask_runner, score_files_flow
+    from sign_mlops.flows import final_result
+    from sign_mlops.flows.scoring import FilesScored, dask_runner, score_files_flow
     from sign_mlops.serving.model import ModelError
     from sign_mlops.serving.scorer import ScoringError
 
     try:
         runner = dask_runner(address)
-        result = score_files_flow.with_options(task_runner=runner)([str(f) for f in files], model, str(out_dir),
-                                                                   overwrite)
+        state = score_files_flow.with_options(task_runner=runner)([str(f) for f in files], model, str(out_dir),
+                                                                  overwrite, return_state=True)
+        result: FilesScored = final_result(state)
     except (ScoringError, ModelError) as exc:
         _fail(str(exc))
     for summary in result.summaries.values():
@@ -469,8 +581,8 @@ def _score_here(files: list[Path], model: str, out_dir: Path, overwrite: bool, c
 
 @app.command("score-inbox")
 def score_inbox_command(
-    inbox: Annotated[Optional[Path], typer.Option(help="Folder where new CSV files arrive [default: $SIGN_MLOPS_INBOX, else <home>/inbox].")] = None,
-    outbox: Annotated[Optional[Path], typer.Option(help="Folder for outputs (one sub-folder per scored file) and manifest.json [default: $SIGN_MLOPS_OUTBOX, else <home>/outbox].")] = None,
+    inbox: Annotated[Optional[Path], typer.Option(help="Folder where new CSV files arrive \\[default: $SIGN_MLOPS_INBOX, else <home>/inbox].")] = None,
+    outbox: Annotated[Optional[Path], typer.Option(help="Folder for outputs (one sub-folder per scored file) and manifest.json \\[default: $SIGN_MLOPS_OUTBOX, else <home>/outbox].")] = None,
     model: Annotated[str, typer.Option(help="An .onnx file or models:/<name>@<alias>.")] = "models:/sign-mnist-onnx@champion",
     every: Annotated[int, typer.Option(min=0, help="Seconds between runs; 0 = run once and exit.")] = 0,
     settle_seconds: Annotated[float, typer.Option(min=0, max=86400, help="A file is claimed only when unchanged this long (and not open for writing).")] = 5.0,
@@ -496,8 +608,11 @@ def score_inbox_command(
     _check_out_dir(outbox)
     if inbox.exists() and not inbox.is_dir():
         _fail(f"--inbox {inbox} is a file, not a folder; pass the folder where new CSV files arrive.", 2)
-    from sign_mlops.flows.scoring import inbox_scoring_flow
+    from sign_mlops.flows import final_result
+    from sign_mlops.flows.scoring import InboxRun, inbox_scoring_flow
+    from sign_mlops.serving.model import ModelError
     from sign_mlops.serving.outputs import sigterm_as_exception
+    from sign_mlops.serving.scorer import ScoringError
 
     inbox.mkdir(parents=True, exist_ok=True)
     parameters = {"inbox": str(inbox.resolve()), "outbox": str(outbox.resolve()), "model": model,
@@ -510,8 +625,12 @@ def score_inbox_command(
 
         prefect_console_without_tracebacks()
     with sigterm_as_exception():
-        result = inbox_scoring_flow(inbox=str(inbox.resolve()), outbox=str(outbox.resolve()), model=model,
-                                    dask_address=dask_address, settle_s=settle_seconds)
+        state = inbox_scoring_flow(inbox=str(inbox.resolve()), outbox=str(outbox.resolve()), model=model,
+                                   dask_address=dask_address, settle_s=settle_seconds, return_state=True)
+    try:
+        result: InboxRun = final_result(state)
+    except (ScoringError, ModelError) as exc:  # e.g. the Dask scheduler cannot be reached
+        _fail(str(exc))
     if result.error:
         _fail(result.error)
     if result.busy:

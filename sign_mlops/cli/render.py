@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from sign_mlops.contract.summary import ScoreSummary
-from sign_mlops.sign_model.results import TrainingResult, result_rows
+from sign_mlops.sign_model.results import Promotion, TrainingResult, result_rows
+
+if TYPE_CHECKING:  # registry imports MLflow; the CLI must start without it (scoring-only install)
+    from sign_mlops.sign_model.compare import Comparison
+    from sign_mlops.sign_model.registry import VersionRow
 
 
 def config_table(values: dict, sources: dict[str, str]) -> Table:
@@ -93,3 +98,57 @@ def scoring_summary(out: Console, s: ScoreSummary) -> None:
         out.print(escape(f"  pass-through columns renamed: {s.renamed_columns}"))
     out.print(f"  model {escape(s.model['name'])} v{s.model['version'] or '-'} ({s.model['sha256'][:12]})")
     out.print(escape(f"  outputs: {s.outputs['predictions']}, {s.outputs['rejects']}, {s.outputs['summary']}"))
+
+
+def promotion(out: Console, model: str, result: Promotion) -> None:
+    """A gate decision or a pin: the verdict and every reason."""
+    verdict = "PROMOTED to champion" if result.promoted else "NOT promoted"
+    out.print(f"{escape(model)} v{result.version}: {verdict}")
+    for reason in result.reasons:
+        out.print(f"  - {escape(reason)}")
+
+
+def _share(value: float | None) -> str:
+    return f"{value:.2%}" if value is not None else "-"
+
+
+def versions_table(out: Console, rows: "list[VersionRow]", store: str) -> None:
+    """`sign-mlops models`: one row per version, newest first."""
+    table = Table(title=escape(f"{rows[0].model} in {store}" if rows else store))
+    for column in ("version", "aliases", "created (UTC)", "test acc.", "robust mean", "worst kind", "INT8",
+                   "decision", "why"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        worst = f"{_share(row.robust_worst)} {row.robust_worst_kind}".strip() if row.robust_worst is not None else "-"
+        decision = f"{row.decision} {row.decided_at.replace('T', ' ')[:16]}".strip() or "not judged"
+        table.add_row(row.version, ", ".join(row.aliases) or "-", row.created.replace("T", " ")[:16],
+                      _share(row.test_accuracy), _share(row.robust_mean), escape(worst),
+                      f"v{row.int8_version}" if row.int8_version else "-", escape(decision),
+                      escape(row.reasons[:160] + ("..." if len(row.reasons) > 160 else "")))
+    out.print(table)
+
+
+def comparison(out: Console, c: "Comparison", outputs: list[Path]) -> None:
+    """`sign-mlops compare`: the two models side by side, then the letters where they differ most."""
+    table = Table(title=escape(f"{Path(c.data).name}: {c.rows:,} labelled rows ({c.rejected} rejected, not compared)"))
+    table.add_column("")
+    for result in (c.a, c.b):
+        table.add_column(escape(result.title), justify="right")
+    for label, values in (
+        ("accuracy", (_share(c.a.accuracy), _share(c.b.accuracy))),
+        ("robustness mean (file's rows, shifted)", (_share(c.a.robust_mean), _share(c.b.robust_mean))),
+        ("worst kind", tuple(f"{_share(r.robust_worst)} {r.robust_worst_kind}" for r in (c.a, c.b))),
+        ("scorer rows/s (median of pairs)", tuple(f"{r.rows_per_second:,.0f}" for r in (c.a, c.b))),
+        ("right where the other is wrong", (f"{c.only_a_right:,}", f"{c.only_b_right:,}")),
+    ):
+        table.add_row(label, *(escape(v) for v in values))
+    out.print(table)
+    out.print(f"agreement (same letter predicted): {c.agreement:.2%}; both right {c.both_right:,}, "
+              f"both wrong {c.both_wrong:,}")
+    gaps = sorted(((c.b.per_class.get(letter, 0.0) - acc, letter) for letter, acc in c.a.per_class.items()),
+                  key=lambda gap: -abs(gap[0]))
+    shown = [f"{letter} {_share(c.a.per_class[letter])} -> {_share(c.b.per_class.get(letter))}"
+             for gap, letter in gaps[:5] if abs(gap) > 0]
+    out.print("letters that differ most (A -> B): " + ("; ".join(shown) if shown else "none, every letter the same"))
+    for path in outputs:
+        out.print(f"  {escape(str(path))}")

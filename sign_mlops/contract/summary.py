@@ -1,5 +1,9 @@
 """The summary of one scored file: what the scorer returns and writes beside the predictions as
-`<name>.summary.json` (its `to_dict()`). Rows in = rows scored + rows rejected, always."""
+`<name>.summary.json` (its `to_dict()`). Rows in = rows scored + rows rejected, always.
+
+`drift` answers "do the images look different from the training images?" (only it raises the
+drift event); `class_mix` answers "do the predicted letters come in the training shares?" (for
+information: one batch of one letter is not drift). docs/drift.md shows both."""
 
 from __future__ import annotations
 
@@ -27,10 +31,15 @@ class ScoreSummary:
     seconds: float
     rows_per_second: float
     model: dict[str, str]  # name, version, path, sha256, mlflow_run_id, train_data_sha256
-    drift: dict[str, Any]  # sign_mlops.contract.drift report: verdict, drift, drifted, tests
+    drift: dict[str, Any]  # input drift (sign_mlops.contract.drift report): verdict, drift, drifted, tests
     checked_at: str
     outputs: dict[str, str]  # predictions, rejects, summary
     renamed_columns: dict[str, str] = field(default_factory=dict)  # pass-through columns renamed (input_ prefix)
+    # the predicted letters' shares against the training labels' (DriftAccumulator.class_mix):
+    # information, never part of the drift verdict; empty in summaries written before it existed
+    class_mix: dict[str, Any] = field(default_factory=dict)
+    # letter -> {"rows", "accuracy"} over labelled rows of that true letter; None without labels
+    per_class_accuracy: dict[str, dict[str, float | int]] | None = None
     pieces: int | None = None  # scored on a Dask cluster: line-aligned pieces
     workers: int | None = None  # ... and the worker processes that scored them
 

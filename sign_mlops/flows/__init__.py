@@ -4,9 +4,20 @@ The library's own log messages (`logging.getLogger(__name__)` under `sign_mlops`
 reach each flow run's log in Prefect (`sign_mlops.flows.logs.library_logs_to_prefect_runs`, set here
 before the flows import Prefect; the CLI does it first thing)."""
 
+from typing import Any
+
 from sign_mlops.flows.logs import library_logs_to_prefect_runs
 
 library_logs_to_prefect_runs()
+
+
+def final_result(state: Any) -> Any:
+    """What a flow run returned, whatever its final state (a flow that ends `Failed` on purpose
+    carries its result as the state's data); an exception the run raised is raised here."""
+    value = state.result(raise_on_failure=False)
+    if isinstance(value, BaseException):
+        raise value
+    return value
 
 
 def rename_flow_run(name: str):

@@ -11,11 +11,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
+from prefect.states import Failed, State
 
 from sign_mlops.contract.csvformat import DataFormatError
 from sign_mlops.contract.paths import default_paths
 from sign_mlops.contract.summary import ScoreSummary
 from sign_mlops.flows import rename_flow_run
+from sign_mlops.flows.events import emit_scoring_failed
 from sign_mlops.flows.model_source import load_scoring_model
 from sign_mlops.serving import distributed
 from sign_mlops.serving.inbox import DEFAULT_SETTLE_S, InboxError, InboxResult, score_inbox
@@ -128,13 +130,22 @@ def _score_files_on_cluster(files: list[Path], model: LoadedModel, model_spec: s
 
 @flow(name="sign-mnist-score-files", log_prints=True)
 def score_files_flow(inputs: list[str], model: str, out_dir: str, overwrite: bool = False,
-                     piece_bytes: int = distributed.DEFAULT_PIECE_BYTES) -> FilesScored:
-    """Score explicit files on the flow's task runner (a DaskTaskRunner when scaled out)."""
+                     piece_bytes: int = distributed.DEFAULT_PIECE_BYTES) -> FilesScored | State:
+    """Score explicit files on the flow's task runner (a DaskTaskRunner when scaled out).
+
+    Ends `Failed` (its message names the files) when any file could not be scored; the other
+    files' outputs are final either way. Call it with return_state=True to read the result."""
     loaded = _load(model, str(default_paths().model_cache))
     files = [Path(p) for p in inputs]
     summaries, failed = _score_files_on_cluster(files, loaded, model, [Path(out_dir)] * len(files), overwrite,
                                                 piece_bytes, Path(out_dir))
-    return FilesScored(summaries, {name: str(exc) for name, exc in failed.items()})
+    result = FilesScored(summaries, {name: str(exc) for name, exc in failed.items()})
+    for name, reason in result.failed.items():
+        emit_scoring_failed(name, reason, loaded.describe())
+    if result.failed:
+        return Failed(message=f"{len(result.failed)} of {len(files)} file(s) failed: {', '.join(result.failed)}",
+                      data=result)
+    return result
 
 
 @flow(name="sign-mnist-inbox-scoring-dask", log_prints=True)
@@ -170,10 +181,15 @@ def dask_runner(address: str):
 @flow(name="sign-mnist-inbox-scoring", log_prints=True)
 def inbox_scoring_flow(inbox: str | None = None, outbox: str | None = None,
                        model: str = "models:/sign-mnist-onnx@champion", dask_address: str | None = None,
-                       settle_s: float = DEFAULT_SETTLE_S) -> InboxRun:
+                       settle_s: float = DEFAULT_SETTLE_S) -> InboxRun | State:
     """Score every complete file in `inbox` into `outbox` (defaults: SIGN_MLOPS_INBOX/OUTBOX, else
     <home>/inbox, <home>/outbox); failures go to inbox/failed/ with a reason. With a Dask
-    scheduler address each file's pieces fan out over that cluster."""
+    scheduler address each file's pieces fan out over that cluster.
+
+    The run ends `Failed` when the model cannot be resolved, the run stopped (disk full, a
+    corrupt manifest...) or any file failed -- its message says which -- while every other
+    file's outputs stay final; each failure also emits `sign-mlops.scoring.failed`. Call it with
+    return_state=True to read the result whatever the state."""
     logger = get_run_logger()
     paths = default_paths()
     inbox, outbox = inbox or str(paths.inbox), outbox or str(paths.outbox)
@@ -183,17 +199,23 @@ def inbox_scoring_flow(inbox: str | None = None, outbox: str | None = None,
         result = score_pending(inbox, outbox, model, str(paths.model_cache), settle_s)
     if result.error:
         logger.error("inbox scoring stopped: %s", result.error)
-        return result
+        emit_scoring_failed(inbox, result.error, result.model)
+        return Failed(message=f"inbox scoring stopped: {result.error}", data=result)
     if result.busy:
         logger.warning("another run is scoring %s; this run did nothing", inbox)
     logger.info("scored %d, skipped %d (already scored by this model), failed %d, waiting %d (incomplete)",
                 len(result.scored), len(result.skipped), len(result.failed), len(result.waiting))
     for name, reason in result.failed.items():
         logger.error("%s -> failed/: %s", name, reason)
+        emit_scoring_failed(name, reason, result.model)
     for name, reason in {**result.waiting, **result.ignored}.items():
         logger.info("left in the inbox: %s (%s)", name, reason)
     report_scored_files(result)
     rename_flow_run(scoring_run_name(list(result.outputs) + list(result.failed), result.model))
+    if result.failed:
+        scored = f"; {len(result.scored)} scored" if result.scored else ""
+        return Failed(message=f"{len(result.failed)} file(s) failed (moved to failed/ with a reason): "
+                              f"{', '.join(sorted(result.failed))}{scored}", data=result)
     return result
 
 
@@ -221,7 +243,7 @@ def report_scored_files(result: InboxRun) -> None:
         drift = summary.drift
         rows.append({"file": name, "rows in": summary.rows_in, "scored": summary.rows_scored,
                      "rejected": summary.rows_rejected, "accuracy": summary.accuracy,
-                     "drift": drift.get("verdict"), "outputs": folder})
+                     "drift": drift.get("verdict"), "class mix": summary.class_mix.get("verdict"), "outputs": folder})
         if drift.get("drift"):
             model = summary.model
             emit_event(event=DRIFT_EVENT,
@@ -231,7 +253,7 @@ def report_scored_files(result: InboxRun) -> None:
                        payload={"file": name, "outputs": folder, "model": model, "drifted": drift["drifted"],
                                 "tests": drift.get("tests", {}), "checked_at": summary.checked_at})
     rows += [{"file": name, "rows in": None, "scored": None, "rejected": None, "accuracy": None,
-              "drift": f"failed: {reason}", "outputs": ""} for name, reason in result.failed.items()]
+              "drift": f"failed: {reason}", "class mix": None, "outputs": ""} for name, reason in result.failed.items()]
     if rows:
         create_table_artifact(rows, key="inbox-scoring", description="Files scored by this run (rows in = scored + "
-                                                                     "rejected); drift verdict per file.")
+                                                                     "rejected); input drift and class mix per file.")

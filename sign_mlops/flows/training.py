@@ -13,8 +13,10 @@ from prefect import flow, get_run_logger, task
 
 from sign_mlops.contract.paths import Paths, default_paths
 from sign_mlops.flows import rename_flow_run
+from sign_mlops.flows.events import emit_promotion
 from sign_mlops.sign_model import pipeline
 from sign_mlops.sign_model.gate import GatePolicy
+from sign_mlops.sign_model.registry import ONNX_MODEL
 from sign_mlops.sign_model.results import (
     DataFiles,
     Evaluated,
@@ -168,6 +170,7 @@ def training_flow(train: str | None = None, test: str | None = None, preset: str
                 f"v{registered.int8_version}" if registered.int8_version else "not registered")
     promotion = promote_challenger(policy)
     logger.info("promote: %s v%s", "PROMOTED" if promotion.promoted else "not promoted", promotion.version)
+    emit_promotion(promotion, ONNX_MODEL, run_id)
     result = TrainingResult(False, "trained", files, run_id, str(out), trained, evaluated, robustness, exported,
                             registered, promotion, run_name=name)
     publish_result(result, run_ui_url(run_id))

@@ -174,6 +174,8 @@ def totals_to_dict(totals: Totals) -> dict:
     out = {k: getattr(totals, k) for k in ("rows_in", "scored", "rejected", "labelled", "correct", "low_conf",
                                            "confidence_sum")}
     out["classes"] = totals.classes.tolist()
+    out["class_rows"] = totals.class_rows.tolist()
+    out["class_correct"] = totals.class_correct.tolist()
     out["reject_reasons"] = dict(totals.reject_reasons)
     out["drift"] = totals.drift.state() if totals.drift else None
     return out
@@ -184,6 +186,8 @@ def _totals_from_dict(values: dict, model: LoadedModel) -> Totals:
     for key in ("rows_in", "scored", "rejected", "labelled", "correct", "low_conf", "confidence_sum"):
         setattr(totals, key, values[key])
     totals.classes = np.array(values["classes"], dtype=np.int64)
+    totals.class_rows = np.array(values["class_rows"], dtype=np.int64)
+    totals.class_correct = np.array(values["class_correct"], dtype=np.int64)
     totals.reject_reasons = dict(values["reject_reasons"])
     if totals.drift is not None and values["drift"] is not None:
         totals.drift.load_state(values["drift"])

@@ -72,8 +72,8 @@ def _sqlite_lookup(db: Path, name: str, alias: str | None, version: str | None) 
                 row = db_conn.execute("SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?",
                                       (name, alias)).fetchone()
                 if row is None:
-                    raise RegistryError(f"{wanted} not found in the registry at {db}; train and promote a model first "
-                                        "('sign-mlops train'), or check the name and alias.")
+                    count = db_conn.execute("SELECT COUNT(*) FROM model_versions WHERE name = ?", (name,)).fetchone()
+                    raise RegistryError(no_alias_message(wanted, str(db), name, alias, int(count[0])))
                 version = str(row[0])
             if version is None:
                 raise RegistryError(f"models:/{name}: name an alias (models:/{name}@champion) or a version.")
@@ -88,10 +88,26 @@ def _sqlite_lookup(db: Path, name: str, alias: str | None, version: str | None) 
     return VersionInfo(name, str(version), row[0] or row[1], tag[0] if tag else None)
 
 
+def no_alias_message(wanted: str, where: str, name: str, alias: str, versions: int) -> str:
+    """Why an alias is missing, and the way out: nothing trained yet, or versions the gate refused."""
+    if versions == 0:
+        return (f"{wanted} not found at {where}: no version of {name} is registered yet; train one "
+                "('sign-mlops train'), or check the name and MLFLOW_TRACKING_URI.")
+    return (f"{wanted} not found at {where}: {name} has {versions} version(s) but none is '{alias}' (the promotion "
+            "gate refused them: 'sign-mlops models' shows why); make one champion with 'sign-mlops promote "
+            "--version N --why \"...\"', or train the default preset ('sign-mlops train').")
+
+
 def _rest_lookup(base: str, name: str, alias: str | None, version: str | None) -> VersionInfo:
     if alias:
         query = urllib.parse.urlencode({"name": name, "alias": alias})
-        found = _get_json(f"{base}/api/2.0/mlflow/registered-models/alias?{query}", f"models:/{name}@{alias}")
+        try:
+            found = _get_json(f"{base}/api/2.0/mlflow/registered-models/alias?{query}", f"models:/{name}@{alias}")
+        except RegistryError as exc:
+            if "not found" not in str(exc):
+                raise
+            raise RegistryError(no_alias_message(f"models:/{name}@{alias}", base, name, alias,
+                                                 _rest_version_count(base, name))) from None
     else:
         query = urllib.parse.urlencode({"name": name, "version": version})
         found = _get_json(f"{base}/api/2.0/mlflow/model-versions/get?{query}", f"models:/{name}/{version}")
@@ -99,6 +115,16 @@ def _rest_lookup(base: str, name: str, alias: str | None, version: str | None) -
     tags = {t["key"]: t["value"] for t in mv.get("tags", [])}
     location = mv.get("storage_location") or _logged_model_location(base, mv.get("source", ""))
     return VersionInfo(name, str(mv["version"]), location, tags.get("onnx_sha256"))
+
+
+def _rest_version_count(base: str, name: str) -> int:
+    """How many versions the registered model has (0 when it does not exist)."""
+    query = urllib.parse.urlencode({"filter": f"name='{name}'", "max_results": 1000})
+    try:
+        found = _get_json(f"{base}/api/2.0/mlflow/model-versions/search?{query}", f"versions of {name}")
+    except RegistryError:
+        return 0
+    return len(found.get("model_versions", []))
 
 
 def _logged_model_location(base: str, source: str) -> str:

@@ -83,6 +83,11 @@ class Totals:
         self.rows_in = self.scored = self.rejected = self.labelled = self.correct = self.low_conf = 0
         self.confidence_sum = 0.0
         self.classes = np.zeros(len(model.letters), dtype=np.int64)
+        # labelled rows and right predictions per true letter (output index), for per-class accuracy
+        self.class_rows = np.zeros(len(model.letters), dtype=np.int64)
+        self.class_correct = np.zeros(len(model.letters), dtype=np.int64)
+        self._index_of_label = np.full(max([*model.labels, 25]) + 1, -1, dtype=np.int64)
+        self._index_of_label[np.asarray(model.labels, dtype=np.int64)] = np.arange(len(model.labels))
         self.drift = DriftAccumulator(model.profile) if model.profile else None
         self.reject_reasons: dict[str, int] = {}
 
@@ -96,8 +101,13 @@ class Totals:
         self.low_conf += int((conf < LOW_CONFIDENCE).sum())
         self.classes += np.bincount(pred, minlength=len(self.classes))
         if chunk.labels is not None:
+            right = labels[pred] == chunk.labels
             self.labelled += len(pred)
-            self.correct += int((labels[pred] == chunk.labels).sum())
+            self.correct += int(right.sum())
+            truth = self._index_of_label[chunk.labels]
+            known = truth >= 0  # a label the model does not know is counted in accuracy only
+            self.class_rows += np.bincount(truth[known], minlength=len(self.class_rows))
+            self.class_correct += np.bincount(truth[known & right], minlength=len(self.class_correct))
         if self.drift is not None:
             self.drift.update(chunk.pixels, pred, conf)
         for _, reason in chunk.rejects:
@@ -108,6 +118,8 @@ class Totals:
         for name in ("rows_in", "scored", "rejected", "labelled", "correct", "low_conf", "confidence_sum"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.classes += other.classes
+        self.class_rows += other.class_rows
+        self.class_correct += other.class_correct
         if self.drift is not None and other.drift is not None:
             self.drift.merge(other.drift)
         for kind, n in other.reject_reasons.items():
@@ -290,6 +302,7 @@ def finish_summary(totals: Totals, input_path: Path | str, input_sha: str, model
 def _summary(totals: Totals, input_path: Path | str, input_sha: str, model: LoadedModel, seconds: float,
              paths: OutputPaths) -> ScoreSummary:
     scored = max(totals.scored, 1)
+    no_profile = "not checked: the model carries no reference profile"
     return ScoreSummary(
         input=str(input_path), input_sha256=input_sha,
         rows_in=totals.rows_in, rows_scored=totals.scored, rows_rejected=totals.rejected,
@@ -302,8 +315,15 @@ def _summary(totals: Totals, input_path: Path | str, input_sha: str, model: Load
         low_confidence_rows=totals.low_conf, low_confidence_threshold=LOW_CONFIDENCE,
         seconds=round(seconds, 3), rows_per_second=round(totals.rows_in / max(seconds, 1e-9), 1),
         model=model.describe(),
-        drift=totals.drift.report() if totals.drift else {"verdict": "not checked: the model carries no reference "
-                                                                     "profile", "drift": False},
+        drift=totals.drift.report() if totals.drift else {"verdict": no_profile, "drift": False},
         checked_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         outputs={"predictions": str(paths.predictions), "rejects": str(paths.rejects), "summary": str(paths.summary)},
+        class_mix=totals.drift.class_mix() if totals.drift else {"verdict": no_profile, "differs": False},
+        per_class_accuracy=_per_class_accuracy(totals, model) if totals.labelled else None,
     )
+
+
+def _per_class_accuracy(totals: Totals, model: LoadedModel) -> dict[str, dict[str, float | int]]:
+    """Letter -> labelled rows of that true letter and the share predicted right (letters present only)."""
+    return {letter: {"rows": int(rows), "accuracy": round(int(right) / int(rows), 6)}
+            for letter, rows, right in zip(model.letters, totals.class_rows, totals.class_correct) if rows}

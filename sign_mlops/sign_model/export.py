@@ -7,6 +7,7 @@ Route: `tf2onnx.convert.from_function` on a `tf.function` with an explicit input
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,7 +208,8 @@ class Int8Bounds:
     max_loss_points: float = 0.3  # clean accuracy, percentage points
     min_agreement: float = 0.995  # argmax agreement with fp32
     max_robust_loss_points: float = 1.0  # robustness mean and worst kind, percentage points
-    min_speedup: float = 1.05  # scorer rows/s INT8 / fp32
+    min_speedup: float = 1.05  # scorer rows/s INT8 / fp32, shown by all alternating pairs but one (judge_speedup)
+    speed_pairs: int = 6  # pairs of whole-file scorer runs: 12 runs, twice the best-of-3-each it replaced
 
 
 class _Calibration:
@@ -284,22 +286,104 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration_images: np.ndarr
 
 def scorer_rows_per_second(model_path: Path, csv_path: Path, repeats: int = 3) -> float:
     """End to end on the batch scorer (read, validate, infer, drift, write): the best summary
-    rows_per_second of `repeats` runs over the same file."""
+    rows_per_second of `repeats` runs over the same file (for studies; the gate times pairs,
+    `measure_speed_pairs`)."""
     import tempfile
 
+    with tempfile.TemporaryDirectory(prefix="int8-speed-") as out:
+        run = scorer_timer(model_path, csv_path, Path(out))
+        return max(run() for _ in range(repeats))
+
+
+def scorer_timer(model_path: Path, csv_path: Path, out_dir: Path) -> Callable[[], float]:
+    """A model loaded once (and warmed up on one batch, so its first timed run pays no start-up);
+    each call scores the whole of `csv_path` into `out_dir` and returns the summary's rows/s."""
     from sign_mlops.serving.model import load_onnx
     from sign_mlops.serving.scorer import score_file
 
     model = load_onnx(model_path)
-    with tempfile.TemporaryDirectory(prefix="int8-speed-") as out:
-        return max(float(score_file(csv_path, model, Path(out), overwrite=True).rows_per_second)
-                   for _ in range(repeats))
+    model.predict(np.zeros((256, 28, 28, 1), dtype=np.float32))
+
+    def run() -> float:
+        return float(score_file(csv_path, model, out_dir, overwrite=True).rows_per_second)
+
+    return run
+
+
+def measure_speed_pairs(fp32: Callable[[], float], int8: Callable[[], float],
+                        pairs: int) -> tuple[tuple[float, float], ...]:
+    """(fp32 rows/s, int8 rows/s) for `pairs` pairs of runs back to back, the order alternating
+    (fp32 first, then INT8 first, ...), so a machine that slows down or speeds up during the
+    measurement, or a first or second run that is favoured, touches both models alike."""
+    measured = []
+    for i in range(pairs):
+        if i % 2 == 0:
+            a = fp32()
+            measured.append((a, int8()))
+        else:
+            b = int8()
+            measured.append((fp32(), b))
+    return tuple(measured)
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """INT8 / fp32 scorer rows/s over alternating pairs, and whether that shows a speed-up
+    (`judge_speedup`)."""
+
+    pairs: tuple[tuple[float, float], ...]  # (fp32 rows/s, int8 rows/s), in the order measured
+    median: float  # median of the pairs' ratios: the speed-up reported
+    low: float  # the decision's lower bound: the smallest ratio once the worst pair is dropped
+    high: float  # its mirror: the largest ratio once the best pair is dropped
+    needed: float  # min_speedup
+    accepted: bool
+
+    @property
+    def ratios(self) -> list[float]:
+        return [int8 / fp32 for fp32, int8 in self.pairs]
+
+    def describe(self) -> str:
+        """'median of 6 alternating pairs, range x1.18-x1.42, 6 of 6 pairs >= x1.05 (5 needed)'."""
+        ratios = self.ratios
+        over = sum(r >= self.needed for r in ratios)
+        return (f"median of {len(ratios)} alternating pairs, range x{min(ratios):.2f}-x{max(ratios):.2f}, "
+                f"{over} of {len(ratios)} pairs >= x{self.needed} ({len(ratios) - _dropped(len(ratios))} needed)")
+
+
+def _dropped(pairs: int) -> int:
+    """Pairs the bound may drop: one from 3 pairs up (none of one or two)."""
+    return 1 if pairs >= 3 else 0
+
+
+def judge_speedup(pairs: Sequence[tuple[float, float]], min_speedup: float) -> Speedup:
+    """Does INT8 score faster than fp32 by `min_speedup`? Decided on the pairs of
+    `measure_speed_pairs`, never on one ratio.
+
+    The rule: accepted when every pair but one shows at least `min_speedup` (the second-smallest
+    ratio >= min_speedup; with one or two pairs, all of them). That is a sign test: a model whose
+    true speed-up is exactly `min_speedup` puts each pair above or below it by a coin flip, so it
+    passes 6 pairs with chance 7/64 (11 %), while a model 10 % faster than the bound, on the
+    spread measured on this project's 2-core machines, passes nearly always. It needs no
+    assumption about the shape of the noise, and the one pair it forgives absorbs one run that a
+    burst of other work on the machine spoiled (single-run ratios ranged from 0.52 to 2.08 for
+    one model: docs/benchmarks.md). A median rule alone would flip a coin for every model near
+    the bound; a mean would follow the one spoiled run."""
+    if not pairs:
+        raise ValueError("judge_speedup needs at least one (fp32 rows/s, int8 rows/s) pair; measure some first.")
+    ratios = sorted(int8 / fp32 for fp32, int8 in pairs)
+    drop = _dropped(len(ratios))
+    low, high = ratios[drop], ratios[-1 - drop]
+    return Speedup(tuple((float(a), float(b)) for a, b in pairs), float(np.median(ratios)), low, high, min_speedup,
+                   low >= min_speedup)
 
 
 def judge_int8(fp32_path: Path, int8_path: Path, images: np.ndarray, true_index: np.ndarray,
                scoring_csv: Path, bounds: Int8Bounds = Int8Bounds()) -> Int8Report:
     """INT8 next to fp32: clean accuracy, agreement, the robustness suite, and scorer speed on
-    `scoring_csv` end to end. Accepted only when faster by `min_speedup` and within the bounds."""
+    `scoring_csv` end to end (alternating pairs, `judge_speedup`). Accepted only when shown
+    faster by `min_speedup` and within the bounds."""
+    import tempfile
+
     from sign_mlops.sign_model.robustness import robustness_report
 
     predictors = {"fp32": onnx_predictor(fp32_path), "int8": onnx_predictor(int8_path)}
@@ -310,23 +394,31 @@ def judge_int8(fp32_path: Path, int8_path: Path, images: np.ndarray, true_index:
     agreement = float((fp32.argmax(1) == int8.argmax(1)).mean())
     robust = {name: robustness_report(predict, images, true_index, max_rows=1500) for name, predict in predictors.items()}
     robust_loss = 100 * max(robust["fp32"].mean - robust["int8"].mean, robust["fp32"].worst - robust["int8"].worst)
-    fp32_speed = scorer_rows_per_second(fp32_path, scoring_csv)
-    int8_speed = scorer_rows_per_second(int8_path, scoring_csv)
-    speedup = int8_speed / fp32_speed
+    with tempfile.TemporaryDirectory(prefix="int8-speed-") as out:
+        pairs = measure_speed_pairs(scorer_timer(fp32_path, scoring_csv, Path(out) / "fp32"),
+                                    scorer_timer(int8_path, scoring_csv, Path(out) / "int8"), bounds.speed_pairs)
+    speed = judge_speedup(pairs, bounds.min_speedup)
     problems = []
-    if speedup < bounds.min_speedup:
-        problems.append(f"not faster on the scorer (x{speedup:.2f} < x{bounds.min_speedup})")
+    if not speed.accepted:
+        problems.append(f"speed-up not shown on the scorer: x{speed.median:.2f} ({speed.describe()})")
     if loss > bounds.max_loss_points:
         problems.append(f"accuracy loss {loss:.2f} points > {bounds.max_loss_points}")
     if agreement < bounds.min_agreement:
         problems.append(f"argmax agreement {agreement:.2%} < {bounds.min_agreement:.1%}")
     if robust_loss > bounds.max_robust_loss_points:
         problems.append(f"robustness loss {robust_loss:.2f} points > {bounds.max_robust_loss_points}")
-    reason = "; ".join(problems) or (f"x{speedup:.2f} faster on the scorer, within bounds (loss {loss:.2f} points, "
-                                     f"agreement {agreement:.2%}, robustness loss {robust_loss:.2f} points)")
-    return Int8Report(fp32_acc, int8_acc, loss, agreement, robust["fp32"].mean, robust["int8"].mean,
-                      robust["fp32"].worst, robust["int8"].worst, fp32_speed, int8_speed, speedup, not problems, reason,
-                      f"sign_mlops.serving.scorer rows/s on {Path(scoring_csv).name}, best of 3")
+    reason = "; ".join(problems) or (f"x{speed.median:.2f} faster on the scorer ({speed.describe()}), within bounds "
+                                     f"(loss {loss:.2f} points, agreement {agreement:.2%}, robustness loss "
+                                     f"{robust_loss:.2f} points)")
+    return Int8Report(
+        fp32_accuracy=fp32_acc, int8_accuracy=int8_acc, accuracy_loss_points=loss, argmax_agreement=agreement,
+        fp32_robust_mean=robust["fp32"].mean, int8_robust_mean=robust["int8"].mean,
+        fp32_robust_worst=robust["fp32"].worst, int8_robust_worst=robust["int8"].worst,
+        fp32_rows_per_s=float(np.median([a for a, _ in pairs])), int8_rows_per_s=float(np.median([b for _, b in pairs])),
+        speedup=speed.median, accepted=not problems, reason=reason,
+        speed_basis=(f"sign_mlops.serving.scorer rows/s on {Path(scoring_csv).name}, {len(pairs)} alternating pairs; "
+                     f"speed-up = median INT8/fp32 ratio, shown when all pairs but one reach x{bounds.min_speedup}"),
+        speedup_low=speed.low, speedup_high=speed.high, speed_pairs=pairs)
 
 
 def read_metadata(path: Path) -> dict[str, str]:

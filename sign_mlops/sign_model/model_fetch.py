@@ -12,6 +12,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from sign_mlops.serving.model import FetchedOnnx, ModelError, cached_onnx
+from sign_mlops.serving.registry_client import no_alias_message
 
 
 def fetch_with_mlflow(name: str, alias: str | None, version: str | None, cache_dir: Path,
@@ -31,6 +32,9 @@ def fetch_with_mlflow(name: str, alias: str | None, version: str | None, cache_d
             assert version is not None  # checked above
             mv = client.get_model_version(name, version)
     except MlflowException as exc:
+        if alias and ("RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower()):
+            versions = len(client.search_model_versions(f"name='{name}'"))
+            raise ModelError(no_alias_message(wanted, tracking_uri, name, alias, versions)) from None
         if "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower():
             raise ModelError(f"{wanted} not found in the registry at {tracking_uri}; train and promote a "
                              "model first ('sign-mlops train'), or check the name and MLFLOW_TRACKING_URI.") from None

@@ -35,6 +35,7 @@ from sign_mlops.sign_model.results import (
 from sign_mlops.sign_model.train_config import TrainConfig
 
 if TYPE_CHECKING:
+    from sign_mlops.sign_model import registry as registry_module
     from sign_mlops.sign_model.registry import GatePolicy
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,8 @@ def validate_step(run_id: str, files: DataFiles, report_path: Path) -> Validated
         for key, value in report.stats.items():
             mlflow.log_metric(f"data/{key}", value)
     if not report.passed:
-        mlflow.MlflowClient().set_terminated(run_id, status="FAILED")
+        with tracking.no_run_links():  # the run's link was printed when it was opened
+            mlflow.MlflowClient().set_terminated(run_id, status="FAILED")
         raise ValidationFailed(f"{report.summary()} (full report: {report_path})")
     return Validated(True, str(report_path), tuple(w.message for w in report.warnings))
 
@@ -292,6 +294,8 @@ def _int8_variant(fp32_path: Path, out_dir: Path, train, test, metadata: dict[st
     int8_path = export.quantize_int8(fp32_path, out_dir / "model.int8.onnx", calibration, metadata)
     report = export.judge_int8(fp32_path, int8_path, test.images, to_indices(test.labels), test_csv)
     mlflow.log_metrics(report.metrics())
+    for step, pair in enumerate(report.pair_metrics()):  # the speed gate's evidence, pair by pair
+        mlflow.log_metrics(pair, step=step)
     mlflow.set_tag("int8_decision", report.reason)
     log.info("INT8: %s", report.reason)
     if not report.accepted:
@@ -384,7 +388,19 @@ def promote_step(policy: "GatePolicy | None" = None, force: bool = False, why: s
     """Run the promotion gate on the current ONNX challenger."""
     from sign_mlops.sign_model import registry
 
-    decision = registry.promote(policy or registry.GatePolicy(), force=force, why=why)
+    return _promotion(registry.promote(policy or registry.GatePolicy(), force=force, why=why))
+
+
+def pin_step(version: str, why: str) -> Promotion:
+    """Make ONNX version N the champion by hand (a rollback or a pin), recorded like the gate."""
+    from sign_mlops.sign_model import registry
+
+    return _promotion(registry.pin_champion(version, why))
+
+
+def _promotion(decision: "registry_module.Decision") -> Promotion:
+    from sign_mlops.sign_model import registry
+
     log.info(decision.summary())
     int8 = registry.version_by_alias(registry.INT8_MODEL, registry.CHAMPION)
     return Promotion(decision.promoted, decision.challenger_version, decision.champion_version,

@@ -13,6 +13,7 @@ import getpass
 import io
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
@@ -137,7 +138,8 @@ def judge(challenger: ModelVersion, champion: ModelVersion | None, policy: GateP
     accuracy = _float_tag(challenger, "test_accuracy")
     if accuracy is None:
         return checks + [(False, "challenger has no test_accuracy tag")]
-    checks.append((accuracy >= policy.accuracy_floor, f"test accuracy {accuracy:.4f} vs floor {policy.accuracy_floor:.4f}"))
+    checks.append((accuracy >= policy.accuracy_floor, f"test accuracy {accuracy:.4f} vs floor {policy.accuracy_floor:.4f}"
+                   + ("" if accuracy >= policy.accuracy_floor or champion is not None else _first_model_way_out(accuracy))))
     if champion is None:
         checks.append((True, "no current champion: the first model over the floor becomes champion"))
     else:
@@ -146,6 +148,14 @@ def judge(challenger: ModelVersion, champion: ModelVersion | None, policy: GateP
                        f"test accuracy {accuracy:.4f} vs champion v{champion.version} {best:.4f} "
                        f"(tolerance {policy.tolerance})"))
     return checks + judge_robustness(challenger, champion, policy)
+
+
+def _first_model_way_out(accuracy: float) -> str:
+    """What to do when the first model is under the floor (e.g. the smoke preset on real data):
+    there is no champion to score with until one clears it."""
+    floor = max(math.floor(accuracy * 100) / 100, 0.0)
+    return (f"; there is no champion yet: train the default preset ('sign-mlops train'), or accept this model "
+            f"with a lower floor ('sign-mlops promote --accuracy-floor {floor:.2f}')")
 
 
 def judge_robustness(challenger: ModelVersion, champion: ModelVersion | None,
@@ -225,18 +235,45 @@ def promote(policy: GatePolicy = GatePolicy(), force: bool = False, why: str | N
     return decision
 
 
-def record_decision(decision: Decision, challenger: ModelVersion) -> None:
-    """Tags on the version and its run, plus promotion/decision_v<N>.json in the run."""
-    verdict = "promoted" if decision.promoted else "rejected"
+def pin_champion(version: str, why: str, model: str = ONNX_MODEL) -> Decision:
+    """Make version N the champion without the gate -- a rollback, or a pin -- recorded like every
+    gate decision (tags on the version and its run, a decision file); the Keras and INT8 names
+    follow it (an INT8 champion only where version N has an INT8 variant)."""
+    if not why.strip():
+        raise ValueError("Moving the champion by hand needs a reason (--why); it is recorded on the version.")
+    try:
+        target = MlflowClient().get_model_version(model, str(version))
+    except MlflowException:
+        raise LookupError(f"{model} has no version {version} in the registry at {mlflow.get_tracking_uri()}; "
+                          "'sign-mlops models' lists the versions.") from None
+    champion = version_by_alias(model, CHAMPION)
+    before = str(champion.version) if champion else None
+    decision = Decision(model, str(target.version), before, True, True,
+                        decided_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), decided_by=getpass.getuser())
+    if before == decision.challenger_version:
+        decision.reasons = [f"v{before} is already champion; recorded again: {why}"]
+    else:
+        was = f"v{before}" if before else "none"
+        decision.reasons = [f"PINNED by {decision.decided_by} (champion was {was}): {why}"]
+    _move_champion(target)
+    record_decision(decision, target, verdict="pinned")
+    return decision
+
+
+def record_decision(decision: Decision, challenger: ModelVersion, verdict: str | None = None) -> None:
+    """Tags on the version and its run, plus promotion/decision_v<N>-<when>.json in the run."""
+    verdict = verdict or ("promoted" if decision.promoted else "rejected")
     reasons = " | ".join(decision.reasons)[:4900]
     tag_version(decision.model, decision.challenger_version,
-                {"promotion_decision": verdict, "promotion_reasons": reasons, "promotion_forced": str(decision.forced).lower()})
+                {"promotion_decision": verdict, "promotion_reasons": reasons, "promotion_forced": str(decision.forced).lower(),
+                 "promotion_decided_at": decision.decided_at, "promotion_decided_by": decision.decided_by})
     client = MlflowClient()
     if challenger.run_id:
         client.set_tag(challenger.run_id, "promotion_decision", verdict)
         client.set_tag(challenger.run_id, "promotion_reasons", reasons)
-        client.log_text(challenger.run_id, json.dumps(asdict(decision), indent=2),
-                        f"promotion/decision_v{decision.challenger_version}.json")
+        when = decision.decided_at.replace(":", "")
+        client.log_text(challenger.run_id, json.dumps({**asdict(decision), "verdict": verdict}, indent=2),
+                        f"promotion/decision_v{decision.challenger_version}-{when}.json")
 
 
 def champion_matches(train_sha256: str, config: dict, model: str = ONNX_MODEL) -> tuple[bool, str]:
@@ -252,3 +289,47 @@ def champion_matches(train_sha256: str, config: dict, model: str = ONNX_MODEL) -
     if changed:
         return False, f"training config differs from champion v{champion.version} in {changed}"
     return True, f"data digest {train_sha256[:12]} and config equal champion v{champion.version}'s"
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """One registered version as `sign-mlops models` shows it: what, how good, where it serves, why."""
+
+    model: str
+    version: str
+    aliases: tuple[str, ...]
+    created: str  # UTC, seconds
+    run_id: str
+    test_accuracy: float | None
+    robust_mean: float | None
+    robust_worst: float | None
+    robust_worst_kind: str
+    int8_version: str  # the linked INT8 variant ("" = none registered: it did not pay)
+    decision: str  # promoted | rejected | pinned | "" (not judged yet)
+    decided_at: str
+    reasons: str
+
+
+def list_versions(model: str = ONNX_MODEL) -> list[VersionRow]:
+    """Every version of a registered model, newest first; LookupError when the model is unknown."""
+    client = MlflowClient()
+    versions = client.search_model_versions(f"name='{model}'")
+    if not versions:
+        raise LookupError(f"No registered model {model!r} in the registry at {mlflow.get_tracking_uri()}; "
+                          "train one first ('sign-mlops train'), or check MLFLOW_TRACKING_URI.")
+    aliases: dict[str, list[str]] = {}  # search results carry no aliases; the registered model does
+    for alias, number in (client.get_registered_model(model).aliases or {}).items():
+        aliases.setdefault(str(number), []).append(alias)
+    rows = [_version_row(model, v, tuple(sorted(aliases.get(str(v.version), [])))) for v in versions]
+    return sorted(rows, key=lambda row: int(row.version), reverse=True)
+
+
+def _version_row(model: str, version: ModelVersion, aliases: tuple[str, ...]) -> VersionRow:
+    created = datetime.fromtimestamp((version.creation_timestamp or 0) / 1000, timezone.utc)
+    tags = version.tags
+    return VersionRow(model, str(version.version), aliases,
+                      created.isoformat(timespec="seconds"), tags.get("run_id") or version.run_id or "",
+                      _float_tag(version, "test_accuracy"), _float_tag(version, "robust_mean"),
+                      _float_tag(version, "robust_worst"), tags.get("robust_worst_kind", ""),
+                      tags.get("int8_version", ""), tags.get("promotion_decision", ""),
+                      tags.get("promotion_decided_at", ""), tags.get("promotion_reasons", ""))

@@ -81,7 +81,13 @@ class Parity:
 @dataclass(frozen=True)
 class Int8Report:
     """INT8 next to fp32 (sign_mlops.sign_model.export.judge_int8): the gate's facts and decision;
-    the export step adds where the file is and, when accepted, its MLflow model and sha256."""
+    the export step adds where the file is and, when accepted, its MLflow model and sha256.
+
+    Speed comes from alternating pairs of whole-file scorer runs (export.judge_speedup):
+    `speedup` is the median of the pairs' INT8/fp32 ratios, `speedup_low`/`speedup_high` the
+    smallest/largest ratio once the worst/best pair is dropped (the decision needs
+    `speedup_low` >= min_speedup), `fp32_rows_per_s`/`int8_rows_per_s` each model's median run.
+    Records from before the pairs have none (`speed_pairs` empty, bounds None)."""
 
     fp32_accuracy: float
     int8_accuracy: float
@@ -100,12 +106,30 @@ class Int8Report:
     path: str = ""
     model_uri: str | None = None
     sha256: str | None = None
+    speedup_low: float | None = None
+    speedup_high: float | None = None
+    speed_pairs: tuple[tuple[float, float], ...] = ()  # (fp32 rows/s, int8 rows/s) per pair, in the order measured
+
+    def __post_init__(self) -> None:  # run_record.json gives lists back
+        object.__setattr__(self, "speed_pairs", tuple((float(a), float(b)) for a, b in self.speed_pairs))
 
     def metrics(self) -> dict[str, float]:
         facts = ("fp32_accuracy", "int8_accuracy", "accuracy_loss_points", "argmax_agreement", "fp32_robust_mean",
                  "int8_robust_mean", "fp32_robust_worst", "int8_robust_worst", "fp32_rows_per_s", "int8_rows_per_s",
                  "speedup", "accepted")
-        return {f"int8/{name}": float(getattr(self, name)) for name in facts}
+        values = {f"int8/{name}": float(getattr(self, name)) for name in facts}
+        if self.speedup_low is not None and self.speedup_high is not None:
+            values.update({"int8/speedup_low": self.speedup_low, "int8/speedup_high": self.speedup_high})
+        if self.speed_pairs:
+            ratios = [b / a for a, b in self.speed_pairs]
+            values.update({"int8/speed_pairs": float(len(ratios)), "int8/speedup_min": min(ratios),
+                           "int8/speedup_max": max(ratios)})
+        return values
+
+    def pair_metrics(self) -> list[dict[str, float]]:
+        """One dict per measured pair, in order (logged with the pair's index as the MLflow step)."""
+        return [{"int8/pair_fp32_rows_per_s": a, "int8/pair_int8_rows_per_s": b, "int8/pair_speedup": b / a}
+                for a, b in self.speed_pairs]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,11 +54,48 @@ def configure(experiment: str | None = DEFAULT_EXPERIMENT, uri: str | None = Non
             _ensure_experiment(experiment, uri)
             mlflow.set_experiment(experiment)
         except Exception as exc:  # requests/connection errors surface as several types
-            raise TrackingUnavailable(
-                f"MLflow tracking store {uri} is not reachable ({type(exc).__name__}: {str(exc)[:300]}) after "
-                f"{os.environ['MLFLOW_HTTP_REQUEST_MAX_RETRIES']} retries; check MLFLOW_TRACKING_URI and that "
-                "the server is up.") from exc
+            raise TrackingUnavailable(unreachable_message(uri, exc)) from exc
     return uri
+
+
+# What went wrong, in a few words, from MLflow's and requests' messages (they chain no causes):
+# the raw text is ~450 characters of URL, pool and errno.
+_REASONS = (
+    (re.compile(r"Connection refused|Errno 111"), "connection refused"),
+    (re.compile(r"NameResolutionError|Name or service not known|nodename nor servname|name resolution"),
+     "host name not found"),
+    (re.compile(r"timed out|Timeout", re.IGNORECASE), "no answer within {timeout} s"),
+    (re.compile(r"CERTIFICATE_VERIFY_FAILED|SSLError"), "TLS error; is the certificate trusted?"),
+    (re.compile(r"error code (\d{3})"), "HTTP {0}"),
+    (re.compile(r"unable to open database file"), "cannot open the database file"),
+)
+
+
+def short_reason(exc: BaseException) -> str:
+    """A tracking error in a few words ("connection refused", "HTTP 403"), never its raw text."""
+    text = str(exc)
+    for pattern, reason in _REASONS:
+        match = pattern.search(text)
+        if match:
+            return reason.format(*match.groups(), timeout=os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "?"))
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {first[:80]}…" if len(first) > 80 else f"{type(exc).__name__}: {first}"
+
+
+def shown_uri(uri: str) -> str:
+    """The tracking URI without a password (postgresql://user:secret@host -> postgresql://user:***@host)."""
+    return re.sub(r"(://[^/:@]*):[^/@]*@", r"\1:***@", uri)
+
+
+def unreachable_message(uri: str, exc: BaseException) -> str:
+    """One line: what (server not reachable and why), where (URI), what to do."""
+    if uri.startswith(("http://", "https://")):
+        retries = int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0") or 0)
+        after = f" after {retries} retries" if retries else ""
+        return (f"MLflow tracking server {shown_uri(uri)} is not reachable ({short_reason(exc)}){after}; "
+                "start it or set MLFLOW_TRACKING_URI.")
+    return (f"MLflow tracking store {shown_uri(uri)} cannot be used ({short_reason(exc)}); check that it exists "
+            "and is writable, or set MLFLOW_TRACKING_URI.")
 
 
 def local_artifact_root(uri: str) -> Path | None:
@@ -69,22 +108,45 @@ def local_artifact_root(uri: str) -> Path | None:
 
 _WARNED: set[str] = set()  # experiments already warned about in this process
 
+# The MLflow 3 UI shows an experiment either as "GenAI apps & agents" (models listed as "Agent
+# versions") or as "Machine learning", by the experiment tag mlflow.experimentKind; its values are
+# the UI's ExperimentKind enum (mlflow/server/js/build/static/js/main.*.js: genai_development,
+# custom_model_development, ...). Without the tag the UI guesses, and saves its guess as the tag.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_DEVELOPMENT = "custom_model_development"
+
 
 def _ensure_experiment(name: str, uri: str) -> None:
-    """Create the experiment with its artifacts under the store's folder; warn when an existing
-    one keeps them elsewhere (MLflow fixes an experiment's location when it is created)."""
+    """Create the experiment as a model-development experiment, with its artifacts under the
+    store's folder for a local store; mark an existing one that is untagged or tagged GenAI; warn
+    when it keeps its artifacts elsewhere (MLflow fixes an experiment's location when it is created)."""
     root = local_artifact_root(uri)
-    if root is None:
-        return
     existing = mlflow.get_experiment_by_name(name)
     if existing is None:
-        root.mkdir(parents=True, exist_ok=True)
-        mlflow.create_experiment(name, artifact_location=root.resolve().as_uri())
-    elif not existing.artifact_location.startswith(root.resolve().as_uri()) and name not in _WARNED:
+        _create_experiment(name, root)
+        return
+    if existing.tags.get(EXPERIMENT_KIND_TAG, "genai").startswith("genai"):
+        mlflow.MlflowClient().set_experiment_tag(existing.experiment_id, EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT)
+    if root is None:
+        return
+    if not existing.artifact_location.startswith(root.resolve().as_uri()) and name not in _WARNED:
         _WARNED.add(name)
         log.warning("experiment %r keeps its artifacts in %s, not in %s (it was created before this release); "
                     "new runs go there too. Use another --experiment name to keep everything under %s.",
                     name, existing.artifact_location, root, root.parent)
+
+
+def _create_experiment(name: str, root: Path | None) -> None:
+    """A new model-development experiment (another process may create it at the same moment)."""
+    location = None
+    if root is not None:
+        root.mkdir(parents=True, exist_ok=True)
+        location = root.resolve().as_uri()
+    try:
+        mlflow.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_DEVELOPMENT})
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
 
 
 def run_ui_url(run_id: str) -> str:
@@ -105,10 +167,38 @@ def git_commit() -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+# MLflow prints "🏃 View run <name> at: <url>" and "🧪 View experiment at: <url>" each time a run on a
+# tracking server ends or is terminated (TrackingServiceClient._log_url in
+# mlflow/tracking/_tracking_service/client.py), unless MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
+# (mlflow/environment_variables.py) is true when it prints. The pipeline re-opens its run once
+# per step, which printed the link 7 times per training; the run's first opening keeps the one.
+SUPPRESS_RUN_LINKS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+_links_lock = threading.Lock()
+_links_quiet = {"depth": 0, "ours": False}
+
+
+@contextmanager
+def no_run_links() -> Iterator[None]:
+    """MLflow prints no "View run" link inside this block (an operator's own setting is kept)."""
+    with _links_lock:
+        if _links_quiet["depth"] == 0:
+            _links_quiet["ours"] = SUPPRESS_RUN_LINKS not in os.environ
+            if _links_quiet["ours"]:
+                os.environ[SUPPRESS_RUN_LINKS] = "true"
+        _links_quiet["depth"] += 1
+    try:
+        yield
+    finally:
+        with _links_lock:
+            _links_quiet["depth"] -= 1
+            if _links_quiet["depth"] == 0 and _links_quiet["ours"]:
+                os.environ.pop(SUPPRESS_RUN_LINKS, None)
+
+
 @contextmanager
 def resume_run(run_id: str) -> Iterator[mlflow.ActiveRun]:
-    """Re-open a run by id (tasks pass run ids, not objects)."""
-    with mlflow.start_run(run_id=run_id) as run:
+    """Re-open a run by id (tasks pass run ids, not objects), without MLflow printing its link again."""
+    with no_run_links(), mlflow.start_run(run_id=run_id) as run:
         yield run
 
 
@@ -140,3 +230,17 @@ def epoch_metrics_callback():
             return None
 
     return _Namespaced()
+
+
+def log_to_run(run_id: str, metrics: dict[str, float], files: list[Path], artifact_path: str) -> None:
+    """Add metrics and files to an existing run without re-opening it (its status stays)."""
+    import time
+
+    from mlflow.entities import Metric
+
+    client = mlflow.MlflowClient()
+    client.get_run(run_id)  # a clear "not found" before anything is written
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()])
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path)

@@ -1,8 +1,10 @@
 """The validation gate: a JSON-serialisable report of errors (stop the pipeline) and warnings.
 
-pandera checks the schema (exact columns in order, integer dtypes, no missing values); value
-checks over 784 pixel columns are vectorised numpy (pandera's per-column checks are slow there).
-Every finding names the file and the lines concerned (line 1 is the header).
+The header is checked by the shared format rules (`sign_mlops.contract.csvformat`); pandera checks
+the schema (integer dtypes, no missing values), and the cells of a failing column are then judged
+as written in the file; value checks over 784 pixel columns are vectorised numpy (pandera's
+per-column checks are slow there). Every finding names the file and the lines concerned (line 1
+is the header) in the project's words, never pandera's; quoted values are cut to MAX_SHOWN.
 """
 
 from __future__ import annotations
@@ -14,12 +16,22 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
+from sign_mlops.contract.csvformat import (
+    CELL_OK,
+    CELL_PROBLEM,
+    NUM_PIXELS,
+    check_kaggle_header,
+    judge_cells,
+    open_binary,
+    read_header,
+)
 from sign_mlops.contract.files import write_json_atomically
 from sign_mlops.contract.labels import INDEX_OF_LABEL, KAGGLE_LABELS, letter_of
 from sign_mlops.sign_model.data import KAGGLE_HEADER, PIXEL_COLUMNS, DataFormatError, file_digest, read_table
 from sign_mlops.sign_model.split import near_twin_rate
 
 MAX_LINES_LISTED = 50
+MAX_SHOWN = 60  # characters of a quoted value or column name in a message
 
 
 @dataclass
@@ -76,21 +88,80 @@ def _where(lines: list[int], total: int) -> str:
     return f"lines {lines[:10]}{more}" if total > 1 else f"line {lines[0]}"
 
 
-def check_schema(frame: pd.DataFrame, name: str) -> list[Finding]:
-    """pandera schema check, collected lazily into findings."""
+def _shown(value: object) -> str:
+    """A value quoted for a message, cut to MAX_SHOWN characters (a 1 MB cell is not echoed whole)."""
+    text = str(value)
+    return repr(text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 1] + "…")
+
+
+def _display_names(columns: list[str]) -> list[str]:
+    """Column names cut to MAX_SHOWN characters for messages (unless cutting would make two equal)."""
+    cut = [c if len(c) <= MAX_SHOWN else c[:MAX_SHOWN - 1] + "…" for c in columns]
+    return cut if len(set(cut)) == len(set(columns)) else columns
+
+
+def check_header(columns: list[str], name: str) -> list[Finding]:
+    """Exactly 'label,pixel1,...,pixel784' in that order (the shared format rules of csvformat)."""
+    present = set(columns)
+    missing = [c for c in PIXEL_COLUMNS if c not in present]
+    if 0 < len(missing) < NUM_PIXELS:  # csvformat words this for a few lost columns; say how many are here
+        hint = ("was a column deleted?" if len(missing) < NUM_PIXELS // 2
+                else "is this a Kaggle Sign Language MNIST file?")
+        return [Finding("header", name, f"{name} line 1: expected {NUM_PIXELS} pixel columns (pixel1..pixel{NUM_PIXELS}), "
+                        f"found {NUM_PIXELS - len(missing)} ({len(missing)} missing, e.g. {', '.join(missing[:3])}); "
+                        f"{hint}", [1])]
     try:
-        kaggle_schema().validate(frame, lazy=True)
+        check_kaggle_header(_display_names(columns), Path(name))
+    except DataFormatError as exc:
+        return [Finding("header", name, str(exc), [1])]
+    return []
+
+
+def check_schema(frame: pd.DataFrame, name: str) -> list[Finding]:
+    """pandera's schema (int64, no missing values) on the Kaggle columns; each failing cell is
+    then judged as written in the file and reported with its line, column and value."""
+    try:
+        kaggle_schema().validate(frame[list(KAGGLE_HEADER)], lazy=True)
         return []
     except pa.errors.SchemaErrors as exc:
-        cases = exc.failure_cases
-    findings = []
-    for (check, column), group in cases.groupby(["check", "column"], dropna=False, sort=False):
-        rows = group["index"].dropna()
-        lines = _lines(rows.astype(int)) if len(rows) else []
-        where = f" ({_where(lines, len(rows))})" if lines else ""
-        value = group["failure_case"].iloc[0]
-        findings.append(Finding("schema", name, f"{name}: column {column!s}: {check} failed, e.g. {value!r}{where}", lines))
+        failing = [c for c in KAGGLE_HEADER if c in set(exc.failure_cases["column"].dropna().astype(str))]
+    if not failing:  # a table-wide failure names no column
+        return [Finding("schema", name, f"{name}: the table does not match the Kaggle schema; run with --debug "
+                        "or open the file to check it is a Kaggle Sign Language MNIST CSV.")]
+    text = _cells_as_written(Path(name), [int(frame.columns.get_loc(c)) for c in failing], failing)
+    _, verdict = judge_cells(text.to_numpy())
+    findings = [_cell_finding(text, verdict == kind, kind, name) for kind in CELL_PROBLEM if (verdict == kind).any()]
+    unexplained = [c for i, c in enumerate(failing) if (verdict[:, i] == CELL_OK).all()]
+    if unexplained:  # e.g. integers too long for int64: written as digits, yet not storable
+        column = unexplained[0]
+        findings.append(Finding("schema", name, f"{name} column {column}: values are not storable as integers, e.g. "
+                                f"{_shown(text[column].iloc[0])}; expected integers 0-255 (label: 0-24 without 9)."))
     return findings
+
+
+def _cells_as_written(path: Path, positions: list[int], names: list[str]) -> pd.DataFrame:
+    """The columns at these positions, every cell as the text written in the file (index = file line)."""
+    with open_binary(path) as fh:
+        text = pd.read_csv(fh, engine="c", usecols=positions, dtype=str, na_filter=False, skip_blank_lines=False,
+                           encoding="utf-8-sig")
+    text = text.iloc[:, np.argsort(np.argsort(positions))]  # usecols keeps the file's order; put them in ours
+    text.columns = pd.Index(names)
+    text.index = pd.RangeIndex(2, len(text) + 2, name="line")
+    return text
+
+
+def _cell_finding(text: pd.DataFrame, bad: np.ndarray, kind: int, name: str) -> Finding:
+    """One finding per kind of bad cell: how many rows, the first cell (line, column, value), the lines."""
+    rows = np.flatnonzero(bad.any(axis=1))
+    row, col = np.argwhere(bad)[0]
+    lines = _lines(text.index[rows])
+    first = f"line {text.index[row]} column {text.columns[col]}: {CELL_PROBLEM[kind]} {_shown(text.iat[row, col])}"
+    if len(rows) == 1:
+        return Finding("schema", name, f"{name} {first}; expected an integer 0-255 (label: 0-24 without 9) written as "
+                       "plain digits. Fix or remove that row.", lines)
+    return Finding("schema", name, f"{name}: {len(rows)} rows have a {CELL_PROBLEM[kind]}, e.g. {first} "
+                   f"({_where(lines, len(rows))}); expected integers 0-255 (label: 0-24 without 9) written as plain "
+                   "digits. Fix or remove those rows.", lines)
 
 
 def numeric_values(frame: pd.DataFrame) -> pd.DataFrame:
@@ -103,11 +174,11 @@ def numeric_values(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def check_values(values: pd.DataFrame, name: str) -> list[Finding]:
-    """Pixels are integers 0-255; labels are Kaggle labels (vectorised)."""
+    """Pixels are 0-255; labels are Kaggle labels (vectorised; check_schema reports non-integers)."""
     findings = []
     pixel_cols = [c for c in PIXEL_COLUMNS if c in values.columns]
     pixels = values[pixel_cols].to_numpy(dtype=np.float64)
-    bad = np.isfinite(pixels) & ((pixels < 0) | (pixels > 255) | (pixels != np.round(pixels)))
+    bad = np.isfinite(pixels) & ((pixels < 0) | (pixels > 255))
     if bad.any():
         rows = np.flatnonzero(bad.any(axis=1))
         row, col = np.argwhere(bad)[0]
@@ -177,6 +248,9 @@ def _load(path: Path, name: str, report: ValidationReport) -> pd.DataFrame | Non
     except DataFormatError as exc:
         report.errors.append(Finding("format", name, str(exc)))
         return None
+    stripped = [str(c).strip() for c in frame.columns]  # ' pixel1' is pixel1 (csvformat strips names too)
+    if len(set(stripped)) == len(stripped):
+        frame.columns = pd.Index(stripped)
     report.files[name] = {"path": str(path), "sha256": file_digest(path), "rows": len(frame)}
     return frame
 
@@ -211,9 +285,10 @@ def validate_files(train_path: Path, test_path: Path | None = None,
 
 def _check_one(frame: pd.DataFrame, name: str, role: str, floor: int, thresholds: Thresholds,
                report: ValidationReport) -> None:
-    report.errors += check_schema(frame, name)
+    report.errors += check_header(read_header(Path(name)), name)
     if not set(KAGGLE_HEADER) <= set(frame.columns):
         return
+    report.errors += check_schema(frame, name)
     values = numeric_values(frame)
     report.errors += check_values(values, name)
     report.errors += check_duplicates(values, name)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from sign_mlops.flows import final_result
 from sign_mlops.flows.scoring import check_scheduler, inbox_scoring_flow, score_files_flow
 from sign_mlops.serving.model import load_onnx
 from sign_mlops.serving.scorer import ScoringError, score_file
@@ -76,8 +77,10 @@ def test_inbox_on_the_cluster(cluster, inputs, onnx_model_path, tmp_path):
     inbox = tmp_path / "inbox"
     shutil.copytree(inputs, inbox)
     write_text(inbox / "broken.csv", "x,y\r\n1,2\r\n")
-    result = inbox_scoring_flow(inbox=str(inbox), outbox=str(tmp_path / "outbox"), model=str(onnx_model_path),
-                                dask_address=cluster.scheduler_address, settle_s=0)
+    state = inbox_scoring_flow(inbox=str(inbox), outbox=str(tmp_path / "outbox"), model=str(onnx_model_path),
+                               dask_address=cluster.scheduler_address, settle_s=0, return_state=True)
+    assert state.is_failed() and "broken.csv" in state.message
+    result = final_result(state)
     assert sorted(result.scored) == ["a.csv", "b.csv"] and list(result.failed) == ["broken.csv"]
     assert (inbox / "failed" / "broken.csv.reason.txt").exists()
     again = inbox_scoring_flow(inbox=str(inbox), outbox=str(tmp_path / "outbox"), model=str(onnx_model_path),

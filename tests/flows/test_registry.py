@@ -42,9 +42,10 @@ def test_gate_keeps_better_champion_and_records_reasons(mlflow_store, onnx_model
     assert any(r.startswith("FAIL") and "champion v1" in r for r in worse.reasons)
     mv = mlflow.MlflowClient().get_model_version(registry.ONNX_MODEL, v2)
     assert mv.tags["promotion_decision"] == "rejected" and "FAIL" in mv.tags["promotion_reasons"]
-    local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=f"promotion/decision_v{v2}.json",
-                                                dst_path=str(tmp_path))
-    decision = json.loads(open(local).read())
+    local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="promotion", dst_path=str(tmp_path))
+    (decision_file,) = [p for p in (tmp_path / "promotion").iterdir() if p.name.startswith(f"decision_v{v2}-")]
+    decision = json.loads(decision_file.read_text())
+    assert local
     assert decision["promoted"] is False and decision["champion_version"] == v1
 
     v3 = _new_version(onnx_model_path, 0.949)  # within tolerance of the champion
@@ -174,7 +175,7 @@ def test_register_from_a_run_folder_is_idempotent(mlflow_store, tmp_path, onnx_m
     assert missing.exit_code == 2 and "no such folder" in missing.output  # a usage error
     (tmp_path / "empty").mkdir()
     unfinished = runner.invoke(app, ["register", "--from", str(tmp_path / "empty")])
-    assert unfinished.exit_code == 1 and "run_record.json not found" in unfinished.output
+    assert unfinished.exit_code == 2 and "run_record.json not found" in unfinished.output
 
 
 def test_unreachable_tracking_server_is_reported_clearly(monkeypatch):
@@ -210,3 +211,77 @@ def test_experiment_artifacts_live_next_to_the_store_and_a_split_is_reported(tmp
         assert len({id(r) for r in warnings}) == 1 and "elsewhere" in warnings[0].getMessage()  # warned once
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_models_lists_versions_and_a_rollback_is_recorded_like_a_decision(mlflow_store, onnx_model_path, tmp_path,
+                                                                           monkeypatch):
+    """`sign-mlops models` answers "which model is serving, and was it better?"; `promote
+    --version N --why` moves the champion back, the INT8 alias follows, the decision is recorded
+    and a model.promoted event goes out."""
+    import prefect.events
+    from typer.testing import CliRunner
+
+    from sign_mlops.cli.app import app
+
+    events = []
+    monkeypatch.setattr(prefect.events, "emit_event", lambda **kwargs: events.append(kwargs))
+    tracking.configure("rollback", uri=mlflow_store)
+    policy = registry.GatePolicy(accuracy_floor=0.8)
+    v1 = _new_version(onnx_model_path, 0.95)
+    with mlflow.start_run() as run:  # v1 has an INT8 variant
+        info = mlflow.onnx.log_model(onnx.load(str(onnx_model_path)), name="int8", save_as_external_data=False,
+                                     pip_requirements=["onnxruntime"])
+    int8 = registry.register(info.model_uri, registry.INT8_MODEL, {"run_id": run.info.run_id})
+    registry.tag_version(registry.ONNX_MODEL, v1, {"int8_version": str(int8.version)})
+    assert registry.promote(policy).promoted
+    v2 = _new_version(onnx_model_path, 0.90)
+    assert not registry.promote(policy).promoted
+    v3 = _new_version(onnx_model_path, 0.96)
+    assert registry.promote(policy).promoted
+    assert registry.version_by_alias(registry.INT8_MODEL, "champion") is None  # v3 has no INT8 variant
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["models"], env={"COLUMNS": "250"})
+    assert listed.exit_code == 0, listed.output
+    lines = {line.split("│")[1].strip(): line for line in listed.output.splitlines() if line.count("│") > 5}
+    assert "champion" in lines[v3] and "promoted" in lines[v3] and "96.00%" in lines[v3]
+    assert "rejected" in lines[v2] and "FAIL" in lines[v2]
+    assert f"v{int8.version}" in lines[v1]
+
+    refused = runner.invoke(app, ["promote", "--version", v1])
+    assert refused.exit_code == 2 and "--why" in refused.output
+    missing = runner.invoke(app, ["promote", "--version", "99", "--why", "x"])
+    assert missing.exit_code == 1 and "no version 99" in missing.output
+
+    back = runner.invoke(app, ["promote", "--version", v1, "--why", "v3 misreads left hands in production"])
+    assert back.exit_code == 0, back.output
+    assert str(registry.version_by_alias(registry.ONNX_MODEL, "champion").version) == v1
+    assert str(registry.version_by_alias(registry.INT8_MODEL, "champion").version) == str(int8.version)
+    tags = mlflow.MlflowClient().get_model_version(registry.ONNX_MODEL, v1).tags
+    assert tags["promotion_decision"] == "pinned" and "v3 misreads left hands" in tags["promotion_reasons"]
+    assert "champion was v3" in tags["promotion_reasons"] and tags["promotion_decided_at"]
+    assert events[-1]["event"] == "sign-mlops.model.promoted" and events[-1]["payload"]["version"] == v1
+    assert events[-1]["payload"]["champion_before"] == v3
+
+
+def test_a_first_model_under_the_floor_says_how_to_get_a_champion(mlflow_store, onnx_model_path, tmp_path):
+    """The smoke preset on the real file scores ~80 %, under the 0.90 floor: the refusal names the
+    floor, the score and the commands out; scoring the missing champion says the same, not "train
+    first"; and the command it names works."""
+    from sign_mlops.flows.model_source import load_scoring_model
+    from sign_mlops.serving.model import ModelError
+
+    tracking.configure("first-under-floor", uri=mlflow_store)
+    version = _new_version(onnx_model_path, 0.8012)
+    refused = registry.promote(registry.GatePolicy())
+    assert not refused.promoted
+    line = next(r for r in refused.reasons if "test accuracy" in r)
+    assert "0.8012 vs floor 0.9000" in line and "'sign-mlops train'" in line
+    assert "'sign-mlops promote --accuracy-floor 0.80'" in line
+    with pytest.raises(ModelError) as missing:
+        load_scoring_model("models:/sign-mnist-onnx@champion", tmp_path / "cache")
+    text = str(missing.value)
+    assert "has 1 version(s) but none is 'champion'" in text and "sign-mlops promote --version N" in text
+    assert "sign-mlops models" in text
+    assert registry.promote(registry.GatePolicy(accuracy_floor=0.80)).promoted
+    assert str(registry.version_by_alias(registry.ONNX_MODEL, "champion").version) == version

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from sign_mlops.flows import final_result
 from sign_mlops.flows.scoring import inbox_scoring_flow
 from sign_mlops.serving import inbox as inbox_module
 from tests.conftest import kaggle_rows, rows_to_csv, write_text
@@ -25,7 +26,9 @@ def folders(tmp_path, synthetic_files):
 
 def test_flow_scores_each_file_once_and_moves_failures(folders, onnx_model_path):
     inbox, outbox = folders
-    first = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=str(onnx_model_path), settle_s=0)
+    state = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=str(onnx_model_path), settle_s=0,
+                               return_state=True)
+    first = final_result(state)
     assert sorted(first.scored) == ["batch1.csv", "batch2.csv"]
     assert list(first.failed) == ["broken.csv"]
     assert (inbox / "failed" / "broken.csv").exists()
@@ -34,11 +37,13 @@ def test_flow_scores_each_file_once_and_moves_failures(folders, onnx_model_path)
     summary = json.loads(next(outbox.glob("batch2-*/batch2.summary.json")).read_text())
     assert summary["rows_in"] == 30 == summary["rows_scored"] + summary["rows_rejected"]
 
-    again = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=str(onnx_model_path), settle_s=0)
+    again = final_result(inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=str(onnx_model_path), settle_s=0,
+                                    return_state=True))
     assert again.scored == [] and again.skipped == []
 
     shutil.copy(inbox / "processed" / "batch2.csv", inbox / "batch2-again.csv")  # same bytes dropped again
-    third = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=str(onnx_model_path), settle_s=0)
+    third = final_result(inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=str(onnx_model_path), settle_s=0,
+                                    return_state=True))
     assert third.skipped == ["batch2-again.csv"] and third.scored == []
 
 
@@ -61,7 +66,8 @@ def test_rerun_after_crash_picks_up_where_it_stopped(folders, onnx_model_path, m
     monkeypatch.setattr(inbox_module, "write_json_atomically", real_write)
     assert (inbox / "processed" / "batch1.csv").exists() and (inbox / "batch2.csv").exists()
 
-    result = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=str(onnx_model_path), settle_s=0)
+    result = final_result(inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=str(onnx_model_path), settle_s=0,
+                                    return_state=True))
     assert result.scored == ["batch2.csv"]
     manifest = json.loads((outbox / "manifest.json").read_text())
     assert sorted(e["input"] for e in manifest["scored"].values()) == ["batch1.csv", "batch2.csv"]
@@ -93,7 +99,8 @@ def test_drifted_file_raises_an_event_and_every_run_leaves_a_table(tmp_path, onn
     dark = (test.images.astype(np.float32) * 0.5).astype(np.int64).reshape(len(test), -1)
     write_text(inbox / "dark.csv", rows_to_csv(np.column_stack([test.labels, dark])))
     write_text(inbox / "clean.csv", rows_to_csv(np.column_stack([test.labels, test.images.reshape(len(test), -1)])))
-    result = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=str(onnx_model_path), settle_s=0)
+    result = final_result(inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=str(onnx_model_path), settle_s=0,
+                                    return_state=True))
     assert sorted(result.scored) == ["clean.csv", "dark.csv"]
     assert [e["payload"]["file"] for e in events] == ["dark.csv"]
     event = events[0]
@@ -116,3 +123,48 @@ def test_scoring_run_is_named_for_its_file_and_model(tmp_path, synthetic_files, 
         name = client.read_flow_run(state.state_details.flow_run_id).name
     sha8 = state.result().model["sha256"][:8]
     assert name == f"score-monday-{sha8}"  # a model file has no registry version: its sha256 names it
+
+
+def _flow_run(state):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(state.state_details.flow_run_id)
+
+
+def test_a_failed_file_makes_the_run_failed_and_names_it(folders, onnx_model_path, monkeypatch):
+    """Read back through the Prefect API: the run is Failed, its message names the file, the
+    other files' outputs are final, and a scoring.failed event went out for the file."""
+    import prefect.events
+
+    events = []
+    monkeypatch.setattr(prefect.events, "emit_event", lambda **kwargs: events.append(kwargs))
+    inbox, outbox = folders
+    state = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=str(onnx_model_path), settle_s=0,
+                               return_state=True)
+    run = _flow_run(state)
+    assert run.state.is_failed() and run.state.name == "Failed"
+    assert "broken.csv" in run.state.message and "1 file(s) failed" in run.state.message
+    assert sorted(final_result(state).scored) == ["batch1.csv", "batch2.csv"]
+    assert len(list(outbox.glob("batch*-*/batch*.summary.json"))) == 2
+    failed = [e for e in events if e["event"] == "sign-mlops.scoring.failed"]
+    assert [e["payload"]["file"] for e in failed] == ["broken.csv"] and "no pixel columns" in failed[0]["payload"]["reason"]
+
+    clean = inbox_scoring_flow(inbox=str(inbox), outbox=str(outbox), model=str(onnx_model_path), settle_s=0,
+                               return_state=True)
+    assert _flow_run(clean).state.is_completed()  # nothing new: nothing failed
+
+
+def test_a_model_that_cannot_be_resolved_makes_the_run_failed(tmp_path, monkeypatch):
+    import prefect.events
+
+    events = []
+    monkeypatch.setattr(prefect.events, "emit_event", lambda **kwargs: events.append(kwargs))
+    (tmp_path / "inbox").mkdir()
+    write_text(tmp_path / "inbox" / "a.csv", rows_to_csv(kaggle_rows(3, seed=3)))
+    state = inbox_scoring_flow(inbox=str(tmp_path / "inbox"), outbox=str(tmp_path / "outbox"),
+                               model=str(tmp_path / "gone.onnx"), settle_s=0, return_state=True)
+    run = _flow_run(state)
+    assert run.state.is_failed() and "gone.onnx" in run.state.message and "not found" in run.state.message
+    assert (tmp_path / "inbox" / "a.csv").exists()  # nothing was lost: it waits for the next run
+    assert [e["event"] for e in events] == ["sign-mlops.scoring.failed"]

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from dataclasses import asdict
+
 import numpy as np
 import onnx
+import pytest
 from onnx import numpy_helper
 
 from sign_mlops.contract.labels import LETTERS, parse_label_map
+from sign_mlops.sign_model import export
 from sign_mlops.sign_model.evaluate import predict_probabilities
 from sign_mlops.sign_model.export import (
     Int8Bounds,
     check_parity,
     judge_int8,
+    judge_speedup,
     onnx_macs,
     quantize_int8,
     read_metadata,
@@ -81,11 +88,73 @@ def test_int8_refused_when_it_is_not_faster_on_the_scorer(synthetic_datasets, sy
     test = synthetic_datasets[1]
     slow = judge_int8(onnx_model_path, onnx_model_path, test.images, to_indices(test.labels), synthetic_files[1],
                       Int8Bounds(min_speedup=3.0))
-    assert not slow.accepted and slow.reason.startswith("not faster on the scorer")
+    assert not slow.accepted and slow.reason.startswith("speed-up not shown on the scorer")
+    assert len(slow.speed_pairs) == Int8Bounds().speed_pairs and "median of 6 alternating pairs" in slow.reason
     assert slow.accuracy_loss_points == 0 and slow.argmax_agreement == 1.0
     fine = judge_int8(onnx_model_path, onnx_model_path, test.images, to_indices(test.labels), synthetic_files[1],
                       Int8Bounds(min_speedup=0.0))
     assert fine.accepted and "within bounds" in fine.reason
+
+
+def _pairs(*ratios: float) -> list[tuple[float, float]]:
+    return [(1000.0, 1000.0 * r) for r in ratios]
+
+
+@pytest.mark.parametrize("ratios, accepted, median, low", [
+    ((1.25, 1.28, 1.30, 1.31, 1.33, 1.36), True, 1.305, 1.28),  # a consistent 1.3x
+    ((0.60, 1.25, 1.30, 1.30, 1.32, 1.35), True, 1.30, 1.25),  # one run spoiled by other work: forgiven
+    ((0.80, 0.95, 1.10, 1.12, 1.30, 1.60), False, 1.11, 0.95),  # median over 1.05, the spread does not show it
+    ((1.04, 1.06, 1.07, 1.08, 1.09, 1.10), True, 1.075, 1.06),  # small but every pair but one over the bar
+    ((0.70, 0.74, 0.76, 0.78, 0.80, 1.90), False, 0.77, 0.74),  # a clear slowdown, one lucky pair
+    ((1.50, 0.90), False, 1.20, 0.90),  # too few pairs to drop one: all must reach the bar
+])
+def test_the_speed_rule_needs_every_pair_but_one_to_show_the_speedup(ratios, accepted, median, low):
+    speed = judge_speedup(_pairs(*ratios), 1.05)
+    assert speed.accepted is accepted
+    assert speed.median == pytest.approx(median) and speed.low == pytest.approx(low)
+    assert speed.low <= speed.median <= speed.high
+    assert f"median of {len(ratios)} alternating pairs, range x{min(ratios):.2f}-x{max(ratios):.2f}" in speed.describe()
+
+
+def test_the_speed_rule_refuses_without_measurements():
+    with pytest.raises(ValueError, match="at least one"):
+        judge_speedup([], 1.05)
+
+
+def test_judge_int8_times_fp32_and_int8_alternating_and_reports_every_pair(synthetic_datasets, synthetic_files,
+                                                                          onnx_model_path, tmp_path, monkeypatch):
+    """No real timing: a fake scorer records the order of the runs and hands out fixed rows/s."""
+    test = synthetic_datasets[1]
+    int8_path = shutil.copy(onnx_model_path, tmp_path / "int8.onnx")
+    calls: list[str] = []
+    rates = {"fp32": iter([1000.0, 990.0, 1010.0, 1005.0]), "int8": iter([1300.0, 1250.0, 1330.0, 1290.0])}
+
+    def fake_timer(model_path, csv_path, out_dir):
+        name = "int8" if str(model_path) == str(int8_path) else "fp32"
+        assert csv_path == synthetic_files[1]
+
+        def run() -> float:
+            calls.append(name)
+            return next(rates[name])
+
+        return run
+
+    monkeypatch.setattr(export, "scorer_timer", fake_timer)
+    report = judge_int8(onnx_model_path, int8_path, test.images, to_indices(test.labels), synthetic_files[1],
+                        Int8Bounds(speed_pairs=4))
+    assert calls == ["fp32", "int8", "int8", "fp32", "fp32", "int8", "int8", "fp32"]
+    assert report.speed_pairs == ((1000.0, 1300.0), (990.0, 1250.0), (1010.0, 1330.0), (1005.0, 1290.0))
+    ratios = sorted(b / a for a, b in report.speed_pairs)
+    assert report.speedup == pytest.approx((ratios[1] + ratios[2]) / 2)
+    assert (report.speedup_low, report.speedup_high) == (pytest.approx(ratios[1]), pytest.approx(ratios[2]))
+    assert report.accepted and report.reason.startswith(f"x{report.speedup:.2f} faster on the scorer (median of 4 "
+                                                        f"alternating pairs, range x{ratios[0]:.2f}-x{ratios[-1]:.2f}")
+    assert report.fp32_rows_per_s == pytest.approx(1002.5) and report.int8_rows_per_s == pytest.approx(1295.0)
+    metrics = report.metrics()
+    assert metrics["int8/speed_pairs"] == 4 and metrics["int8/speedup_low"] == pytest.approx(ratios[1])
+    assert [m["int8/pair_speedup"] for m in report.pair_metrics()] == [b / a for a, b in report.speed_pairs]
+    again = type(report)(**json.loads(json.dumps(asdict(report))))  # as run_record.json reads it back
+    assert again == report
 
 
 def test_macs_are_read_from_the_onnx_graph(onnx_model_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -66,18 +68,14 @@ def test_promote_gets_the_gate_options_as_one_policy(monkeypatch):
 
     seen = {}
 
-    class Refused:
-        promoted = False
-
-        def summary(self) -> str:
-            return "not promoted v1"
-
     def fake_promote(policy, force=False, why=None):
         seen["policy"] = policy
-        return Refused()
+        return registry.Decision(registry.ONNX_MODEL, "1", None, promoted=False, forced=False, reasons=["FAIL x"])
 
     monkeypatch.setattr(tracking, "configure", lambda *a, **k: "sqlite:///unused")
     monkeypatch.setattr(registry, "promote", fake_promote)
+    monkeypatch.setattr(registry, "version_by_alias", lambda *a: None)
+    monkeypatch.setattr("sign_mlops.flows.events.emit_promotion", lambda *a, **k: None)
     result = runner.invoke(app, ["promote", "--accuracy-floor", "0.8", "--robust-worst-floor", "0.5"])
     assert result.exit_code == 3, result.output
     assert seen["policy"] == GatePolicy(accuracy_floor=0.8, robust_worst_floor=0.5)
@@ -103,10 +101,10 @@ def test_train_keeps_its_own_option_names_beside_the_gate_options(monkeypatch, t
 BAD_ARGUMENTS = [
     (["data", "synth", "--train-rows", "0"], 2, "--train-rows"),
     (["data", "synth", "--test-rows", "-1"], 2, "--test-rows"),
-    (["data", "split", "{tmp}/none.csv"], 1, "file not found"),
+    (["data", "split", "{tmp}/none.csv"], 2, "file not found"),
     (["data", "split", "{tmp}/none.csv", "--fraction", "0.9"], 2, "--fraction"),
-    (["data", "validate", "{tmp}/none.csv"], 1, "file not found"),
-    (["data", "explore", "{tmp}/none.csv"], 1, "file not found"),
+    (["data", "validate", "{tmp}/none.csv"], 2, "file not found"),
+    (["data", "explore", "{tmp}/none.csv"], 2, "file not found"),
     (["train", "--preset", "nope"], 2, "--preset"),
     (["train", "--test", "{tmp}"], 2, "is a folder"),
     (["register", "--from", "{tmp}/none"], 2, "--from"),
@@ -129,3 +127,91 @@ def test_bad_arguments_are_refused_in_a_line(args, code, message, tmp_path):
     assert result.exit_code == code, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+
+
+def _commands(group, path=()):
+    """Every command of the CLI with its path, e.g. ("data", "synth")."""
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):  # a group (Typer vendors its own click)
+            yield from _commands(command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+def test_help_shows_the_documented_defaults():
+    """Rich reads '[default: …]' in a help string as markup and drops it; every one must show."""
+    import re
+
+    import typer.main
+
+    help_text = runner.invoke(app, ["score", "--help"], env={"COLUMNS": "200"}).output
+    assert "[default: <home>/outputs/scores]" in help_text
+    documented = 0
+    for path, command in _commands(typer.main.get_command(app)):
+        shown = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "400"}).output
+        for param in command.params:
+            for default in re.findall(r"\[default: [^\]]*\]", (getattr(param, "help", None) or "").replace("\\[", "[")):
+                documented += 1
+                assert default in shown, (path, param.name)
+    assert documented >= 6
+
+
+# A usage error is refused before TensorFlow or MLflow is imported: no start-up lines, exit 2, one
+# line on stderr. Run as a real process, with TensorFlow's own logging turned fully on.
+PROBE = ("import sys\nfrom sign_mlops.cli.app import app\ntry:\n    app(sys.argv[1:])\nfinally:\n"
+         "    print('imported:', [m for m in ('tensorflow', 'mlflow') if m in sys.modules], file=sys.stderr)\n")
+USAGE_ERRORS = [
+    ["train", "--train", "{tmp}/none.csv"],
+    ["train", "--test", "{tmp}"],
+    ["register", "--from", "{tmp}/none"],
+    ["register", "--from", "{tmp}/empty-run"],
+    ["promote", "--force"],
+    ["data", "validate", "{tmp}/none.csv"],
+    ["data", "validate", "{tmp}/a.csv", "--test", "{tmp}/none.csv"],
+    ["data", "explore", "{tmp}"],
+    ["data", "split", "{tmp}/none.csv"],
+]
+
+
+@pytest.mark.parametrize("args", USAGE_ERRORS, ids=[" ".join(a) for a in USAGE_ERRORS])
+def test_usage_errors_exit_2_before_any_heavy_import(args, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "a.csv").write_text("label,pixel1\n1,2\n")
+    (tmp_path / "empty-run").mkdir()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0", "COLUMNS": "200"}
+    done = subprocess.run([sys.executable, "-c", PROBE, *(a.format(tmp=tmp_path) for a in args)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert lines[-1] == "imported: []", done.stderr
+    assert len(lines) == 2 and lines[0].startswith("error: "), done.stderr
+    assert not any(word in done.stderr.lower() for word in ("onednn", "cuda", "tensorflow", "traceback"))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("args", [["promote"], ["train", "--preset", "smoke"]], ids=["promote", "train"])
+def test_a_dead_tracking_server_is_one_short_line(args, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    uri = f"http://127.0.0.1:{_free_port()}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+           "SIGN_MLOPS_HOME": str(tmp_path), "COLUMNS": "200"}
+    cli = str(Path(sys.executable).with_name("sign-mlops"))
+    done = subprocess.run([cli, *args], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line == (f"error: MLflow tracking server {uri} is not reachable (connection refused); "
+                    "start it or set MLFLOW_TRACKING_URI."), line
+    assert len(line) < 200

@@ -1,5 +1,6 @@
-"""The drift check: quiet on clean batches, loud on real shifts, aware of the batch size, and
-still reading the version-1 profiles of older models."""
+"""The drift check: quiet on clean batches (of every letter, or of one), loud on real shifts,
+aware of the batch size, the class mix reported apart, and still reading the profiles of older
+models."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from sign_mlops.contract.drift import DriftAccumulator, build_profile, chi_square_p, image_features
-from sign_mlops.contract.labels import INDEX_OF_LABEL
+from sign_mlops.contract.labels import INDEX_OF_LABEL, letter_of
 from tests.conftest import REAL_TRAIN
 
 
@@ -17,10 +18,79 @@ def reference(synthetic_datasets):
     return build_profile(train.images, train.labels), test
 
 
-def _check(profile: dict, images: np.ndarray, labels: np.ndarray) -> dict:
+@pytest.fixture(scope="module")
+def unseen():
+    """Unshifted synthetic rows the profile has not seen: ~167 of each letter."""
+    from sign_mlops.sign_model.synthetic import generate_images
+
+    return generate_images(4000, 11)
+
+
+def _accumulate(profile: dict, images: np.ndarray, labels: np.ndarray) -> DriftAccumulator:
     acc = DriftAccumulator(profile)
     acc.update(images.reshape(len(images), -1).astype(np.float32), np.array([INDEX_OF_LABEL[int(x)] for x in labels]))
-    return acc.report()
+    return acc
+
+
+def _check(profile: dict, images: np.ndarray, labels: np.ndarray) -> dict:
+    return _accumulate(profile, images, labels).report()
+
+
+def _version_2(profile: dict) -> dict:
+    """The profile of a model exported before the per-letter deciles (version 2)."""
+    features = {name: {k: v for k, v in spec.items() if k != "by_class"} for name, spec in profile["features"].items()}
+    return {**profile, "version": 2, "features": features}
+
+
+@pytest.mark.parametrize("label", [0, 5, 11, 20])
+def test_a_single_letter_batch_is_not_drift_but_its_class_mix_differs(reference, unseen, label):
+    """Issue: ordinary batches raised the drift event (and, three in an hour, a retraining)
+    because their letters did not come in the training labels' shares. Before the fix a batch of
+    one letter drifted on predicted_class and, against all training images, on image features."""
+    profile, _ = reference
+    images, labels = unseen
+    acc = _accumulate(profile, images[labels == label], labels[labels == label])
+    report = acc.report()
+    assert report["verdict"] == "no drift" and report["drift"] is False and report["drifted"] == []
+    assert "predicted_class" not in report["tests"] and report["effective_letters"] == 1.0
+    mix = acc.class_mix()
+    assert mix["verdict"] == "differs from training" and mix["differs"] is True
+    assert mix["shares"][letter_of(label)] == 1.0 and mix["psi"] > mix["psi_floor"]
+
+
+@pytest.mark.parametrize("label", [0, 11])
+def test_a_brighter_single_letter_batch_is_still_drift(reference, unseen, label):
+    profile, _ = reference
+    images, labels = unseen
+    bright = np.clip(images[labels == label].astype(np.float32) + 60, 0, 255)
+    report = _check(profile, bright, labels[labels == label])
+    assert report["drift"] is True and "mean_intensity" in report["drifted"]
+
+
+def test_an_even_batch_has_the_training_class_mix(reference):
+    profile, test = reference
+    mix = _accumulate(profile, test.images, test.labels).class_mix()
+    assert mix["verdict"] == "as in training" and mix["differs"] is False
+    assert sum(mix["shares"].values()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_small_batch_class_mix_merges_letters_rather_than_giving_up(reference, unseen):
+    profile, _ = reference
+    images, labels = unseen
+    rows = np.flatnonzero(labels == 3)[:40]  # 40 rows: under 5 expected per letter
+    assert _accumulate(profile, images[rows], labels[rows]).class_mix()["differs"] is True
+    assert _accumulate(profile, images[:5], labels[:5]).class_mix()["verdict"] == "too few rows to tell"
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_profiles_leave_the_class_mix_out_of_the_verdict(reference, unseen, version):
+    profile, _ = reference
+    old = _version_2(profile) if version == 2 else {
+        k: profile[k] for k in ("rows", "mean_intensity_edges", "mean_intensity_shares", "class_shares")}
+    images, labels = unseen
+    acc = _accumulate(old, images[labels == 7], labels[labels == 7])
+    assert "predicted_class" not in acc.report()["tests"] and "predicted_class" not in acc.report()["drifted"]
+    assert acc.class_mix()["differs"] is True
 
 
 def test_clean_batch_is_not_flagged(reference):
@@ -56,6 +126,7 @@ def test_counts_merge_exactly(reference):
     parts[1].update(pixels[200:], index[200:])
     parts[0].merge(parts[1])
     assert parts[0].state() == whole.state() and parts[0].report() == whole.report()
+    assert parts[0].class_mix() == whole.class_mix()
 
 
 def test_version_1_profiles_of_older_models_still_work(reference):
@@ -64,6 +135,9 @@ def test_version_1_profiles_of_older_models_still_work(reference):
     report = _check(old, test.images, test.labels)
     assert report["version"] == 1 and "mean_intensity" in report["tests"]
     assert _check(old, test.images.astype(np.float32) * 0.5, test.labels)["drift"]
+    v2 = _version_2(profile)
+    assert _check(v2, test.images, test.labels)["verdict"] == "no drift"
+    assert _check(v2, test.images.astype(np.float32) * 0.5, test.labels)["drift"]
 
 
 def test_chi_square_tail_matches_known_values():
@@ -88,15 +162,3 @@ def test_a_mirrored_batch_of_real_hands_is_flagged():
     mirrored = _check(profile, data.images[rest][:, :, ::-1], data.labels[rest])
     assert mirrored["drift"] and "edge_asymmetry" in mirrored["drifted"]
     assert image_features(data.images[:5]).shape == (5, 4)
-
-
-def test_the_documented_automation_is_a_valid_prefect_automation():
-    import uuid
-    from pathlib import Path
-
-    import yaml
-    from prefect.events.schemas.automations import AutomationCore
-
-    text = (Path(__file__).resolve().parents[2] / "docker" / "retrain-on-drift.yaml").read_text()
-    automation = AutomationCore.model_validate(yaml.safe_load(text.replace("DEPLOYMENT_ID", str(uuid.uuid4()))))
-    assert automation.trigger.expect == {"sign-mlops.drift.detected"}
