@@ -113,19 +113,37 @@ def _share(value: float | None) -> str:
 
 
 def versions_table(out: Console, rows: "list[VersionRow]", store: str) -> None:
-    """`sign-mlops models`: one row per version, newest first."""
+    """`sign-mlops models`: one row per version, newest first, then why each decision went its way
+    (only the failed checks of a refusal; the reason given for a pin or a forced promotion)."""
     table = Table(title=escape(f"{rows[0].model} in {store}" if rows else store))
-    for column in ("version", "aliases", "created (UTC)", "test acc.", "robust mean", "worst kind", "INT8",
-                   "decision", "why"):
-        table.add_column(column, overflow="fold")
+    for column, justify in (("ver.", "right"), ("aliases", "left"), ("created (UTC)", "left"),
+                            ("test acc.", "right"), ("robust mean", "right"), ("worst kind", "left"),
+                            ("INT8", "left"), ("decision", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for row in rows:
         worst = f"{_share(row.robust_worst)} {row.robust_worst_kind}".strip() if row.robust_worst is not None else "-"
-        decision = f"{row.decision} {row.decided_at.replace('T', ' ')[:16]}".strip() or "not judged"
         table.add_row(row.version, ", ".join(row.aliases) or "-", row.created.replace("T", " ")[:16],
                       _share(row.test_accuracy), _share(row.robust_mean), escape(worst),
-                      f"v{row.int8_version}" if row.int8_version else "-", escape(decision),
-                      escape(row.reasons[:160] + ("..." if len(row.reasons) > 160 else "")))
+                      f"v{row.int8_version}" if row.int8_version else "-",
+                      escape(f"{row.decision} {row.decided_at.replace('T', ' ')[:16]}".strip() or "not judged"))
     out.print(table)
+    for row in rows:
+        if row.decision:
+            out.print(escape(f"v{row.version} {row.decision}: {_deciding_reasons(row.reasons)}"), soft_wrap=True)
+
+
+def _deciding_reasons(reasons: str, limit: int = 400) -> str:
+    """The reasons that decided: a refusal's failed checks, else the first reason (a pin's or a
+    forced promotion's why, or "all checks passed")."""
+    parts = [part.strip() for part in reasons.split(" | ") if part.strip()]
+    failed = [part for part in parts if part.startswith(("FORCED", "FAIL"))]
+    if failed:
+        text = "; ".join(sorted(failed, key=lambda part: not part.startswith("FORCED")))
+    elif parts and not parts[0].startswith("PASS"):
+        text = parts[0]
+    else:
+        text = "all checks passed"
+    return text[:limit] + "..." if len(text) > limit else text
 
 
 def comparison(out: Console, c: "Comparison", outputs: list[Path]) -> None:

@@ -143,7 +143,7 @@ def score_files_flow(inputs: list[str], model: str, out_dir: str, overwrite: boo
     for name, reason in result.failed.items():
         emit_scoring_failed(name, reason, loaded.describe())
     if result.failed:
-        return Failed(message=f"{len(result.failed)} of {len(files)} file(s) failed: {', '.join(result.failed)}",
+        return Failed(message=f"{len(result.failed)} of {len(files)} file(s) failed: {_reasons(result.failed)}",
                       data=result)
     return result
 
@@ -215,7 +215,7 @@ def inbox_scoring_flow(inbox: str | None = None, outbox: str | None = None,
     if result.failed:
         scored = f"; {len(result.scored)} scored" if result.scored else ""
         return Failed(message=f"{len(result.failed)} file(s) failed (moved to failed/ with a reason): "
-                              f"{', '.join(sorted(result.failed))}{scored}", data=result)
+                              f"{_reasons(result.failed)}{scored}", data=result)
     return result
 
 
@@ -226,6 +226,12 @@ def scoring_run_name(files: list[str], model: dict) -> str:
         return f"score-nothing-{version}"
     first = input_stem(Path(files[0]))
     return f"score-{first}-{version}" if len(files) == 1 else f"score-{first}+{len(files) - 1}-more-{version}"
+
+
+def _reasons(failed: dict[str, str], limit: int = 120) -> str:
+    """'a.csv: reason; b.csv: reason' for a Failed state's message, each reason cut short."""
+    return "; ".join(f"{name}: {reason[:limit] + '…' if len(reason) > limit else reason}"
+                     for name, reason in sorted(failed.items()))
 
 
 DRIFT_EVENT = "sign-mlops.drift.detected"

@@ -245,7 +245,8 @@ def test_models_lists_versions_and_a_rollback_is_recorded_like_a_decision(mlflow
     assert listed.exit_code == 0, listed.output
     lines = {line.split("│")[1].strip(): line for line in listed.output.splitlines() if line.count("│") > 5}
     assert "champion" in lines[v3] and "promoted" in lines[v3] and "96.00%" in lines[v3]
-    assert "rejected" in lines[v2] and "FAIL" in lines[v2]
+    assert "rejected" in lines[v2] and f"v{v2} rejected: FAIL test accuracy 0.9000 vs champion" in listed.output
+    assert f"v{v3} promoted: all checks passed" in listed.output
     assert f"v{int8.version}" in lines[v1]
 
     refused = runner.invoke(app, ["promote", "--version", v1])

@@ -144,7 +144,9 @@ def test_a_failed_file_makes_the_run_failed_and_names_it(folders, onnx_model_pat
                                return_state=True)
     run = _flow_run(state)
     assert run.state.is_failed() and run.state.name == "Failed"
-    assert "broken.csv" in run.state.message and "1 file(s) failed" in run.state.message
+    assert "broken.csv: " in run.state.message and "1 file(s) failed" in run.state.message
+    reason = (inbox / "failed" / "broken.csv.reason.txt").read_text().strip()
+    assert reason[:60] in run.state.message  # the reason, not only the name
     assert sorted(final_result(state).scored) == ["batch1.csv", "batch2.csv"]
     assert len(list(outbox.glob("batch*-*/batch*.summary.json"))) == 2
     failed = [e for e in events if e["event"] == "sign-mlops.scoring.failed"]
