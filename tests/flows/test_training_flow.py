@@ -8,6 +8,7 @@ import mlflow
 import numpy as np
 import pytest
 
+from sign_mlops.flows import final_result
 from sign_mlops.flows.training import training_flow
 from sign_mlops.sign_model.gate import GatePolicy
 from sign_mlops.sign_model.pipeline import ValidationFailed
@@ -172,8 +173,15 @@ def test_defective_data_stops_the_flow_before_training(tmp_path, synthetic_files
     lines[5] = b",".join(cells)
     bad = tmp_path / "bad_train.csv"
     bad.write_bytes(b"\r\n".join(lines))
+    state = training_flow(train=str(bad), test=str(synthetic_files[1]), preset="smoke", home=str(tmp_path),
+                          return_state=True)
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:  # what the Prefect UI and automations see
+        run = client.read_flow_run(state.state_details.flow_run_id)
+    assert run.state.is_failed() and "line 6" in run.state.message
     with pytest.raises(ValidationFailed, match="line 6"):
-        training_flow(train=str(bad), test=str(synthetic_files[1]), preset="smoke", home=str(tmp_path))
+        final_result(state)
     runs = mlflow.search_runs(experiment_names=["sign-language-mnist"], output_format="list")
     assert len(runs) == 1 and runs[0].info.status == "FAILED"
     assert "train/seconds" not in runs[0].data.metrics
