@@ -75,10 +75,33 @@ def test_promote_gets_the_gate_options_as_one_policy(monkeypatch):
     monkeypatch.setattr(tracking, "configure", lambda *a, **k: "sqlite:///unused")
     monkeypatch.setattr(registry, "promote", fake_promote)
     monkeypatch.setattr(registry, "version_by_alias", lambda *a: None)
-    monkeypatch.setattr("sign_mlops.flows.events.emit_promotion", lambda *a, **k: None)
     result = runner.invoke(app, ["promote", "--accuracy-floor", "0.8", "--robust-worst-floor", "0.5"])
     assert result.exit_code == 3, result.output
     assert seen["policy"] == GatePolicy(accuracy_floor=0.8, robust_worst_floor=0.5)
+
+
+def test_promote_without_a_prefect_server_sends_no_event(monkeypatch):
+    """No PREFECT_API_URL: the decision's event has no one to hear it, and Prefect would start a
+    temporary server just to take it (34 s and a traceback here); it is skipped instead."""
+    import prefect.events
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import sign_mlops.sign_model.registry as registry
+    import sign_mlops.sign_model.tracking as tracking
+
+    sent = []
+    monkeypatch.setattr(prefect.events, "emit_event", lambda **kwargs: sent.append(kwargs))
+    monkeypatch.setattr(tracking, "configure", lambda *a, **k: "sqlite:///unused")
+    monkeypatch.setattr(registry, "promote", lambda policy, force=False, why=None: registry.Decision(
+        registry.ONNX_MODEL, "2", "1", promoted=True, forced=False, reasons=["PASS all"]))
+    monkeypatch.setattr(registry, "version_by_alias", lambda *a: None)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        quiet = runner.invoke(app, ["promote"])
+    assert quiet.exit_code == 0, quiet.output
+    assert sent == []
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        heard = runner.invoke(app, ["promote"])
+    assert heard.exit_code == 0 and [e["event"] for e in sent] == ["sign-mlops.model.promoted"]
 
 
 def test_train_keeps_its_own_option_names_beside_the_gate_options(monkeypatch, tmp_path):
