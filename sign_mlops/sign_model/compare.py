@@ -150,8 +150,8 @@ def compare(a: LoadedModel, b: LoadedModel, specs: tuple[str, str], data: Path, 
             speed_pairs: int = 3, robust_rows: int = ROBUST_ROWS) -> Comparison:
     """Score both models on the same accepted rows of `data`; `out_dir` holds the scorer's
     outputs while speed is timed."""
-    from sign_mlops.sign_model.export import measure_speed_pairs, scorer_timer
     from sign_mlops.sign_model.robustness import robustness_report
+    from sign_mlops.sign_model.speed import measure_speed_pairs, scorer_timer
 
     if a.labels != b.labels:
         raise CompareError(f"{specs[0]} and {specs[1]} predict different letter sets ({len(a.labels)} vs "
@@ -194,7 +194,7 @@ def plot_comparison(comparison: Comparison, path: Path) -> Path:
 
     letters = sorted(set(comparison.a.per_class) | set(comparison.b.per_class))
     x = np.arange(len(letters))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(letters) + 2), 4))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(letters) + 2), 4.4))
     for offset, result in ((-0.2, comparison.a), (0.2, comparison.b)):
         ax.bar(x + offset, [100 * result.per_class.get(letter, np.nan) for letter in letters], width=0.4,
                label=f"{result.title}: {100 * result.accuracy:.2f} %, robust {100 * result.robust_mean:.1f} %, "
@@ -205,7 +205,7 @@ def plot_comparison(comparison: Comparison, path: Path) -> Path:
     ax.set_ylim(max(0.0, 100 * low - 5), 100.5)
     ax.set_title(f"{Path(comparison.data).name}: {comparison.rows:,} rows, agreement {100 * comparison.agreement:.2f} %",
                  fontsize=10)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     fig.tight_layout()
     from sign_mlops.contract.files import atomic_output
 
