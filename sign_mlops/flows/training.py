@@ -30,6 +30,7 @@ from sign_mlops.sign_model.results import (
     Validated,
     result_rows,
 )
+from sign_mlops.sign_model.robustness import KINDS, SEVERITIES
 from sign_mlops.sign_model.tracking import run_ui_url
 from sign_mlops.sign_model.train_config import TrainConfig, resolve_config
 
@@ -160,9 +161,16 @@ def training_flow(train: str | None = None, test: str | None = None, preset: str
     logger.info("train: grouped-validation accuracy %.4f in %.0f s", trained.val_accuracy, trained.train_seconds)
     evaluated = evaluate_model(run_id, files, trained, str(out / "evaluation"))
     logger.info("evaluate: test accuracy %.4f, macro-F1 %.4f", evaluated.test_accuracy, evaluated.test_macro_f1)
-    robustness = check_robustness(run_id, files, trained, str(out / "robustness"))  # logs its own summary line
+    logger.info("robustness: the shift suite (%d kinds x %d severities) on up to 3,000 test rows...", len(KINDS),
+                len(SEVERITIES))
+    robustness = check_robustness(run_id, files, trained, str(out / "robustness"))
+    logger.info("robustness: mean %.4f, worst kind %s %.4f", robustness.mean, robustness.worst_kind, robustness.worst)
+    logger.info("export: ONNX and its parity on the test split%s...",
+                "; then INT8: quantise, accuracy, robustness, 6 alternating scorer speed pairs" if int8 else "")
     exported = export_model(run_id, files, trained, str(out / "onnx"), int8)
     logger.info("export: ONNX parity %s", "passed" if exported.parity.passed else "FAILED")
+    if exported.int8 is not None:
+        logger.info("export: INT8 %s: %s", "accepted" if exported.int8.accepted else "refused", exported.int8.reason)
     record = RunRecord(run_id, str(out), files, trained, evaluated, exported, robustness)
     record.save()
     registered = register_models(record)
