@@ -57,3 +57,30 @@ def print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in rows:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+
+
+def preset_architectures() -> dict[str, tuple[str, int]]:
+    """name -> (classifier architecture, hand detector width; 0 = none), as train_config's presets."""
+    return {"lite": ("bn_cnn16_late", 4), "default": ("bn_cnn", 16), "seed": ("seed_cnn", 0)}
+
+
+def build_untrained_onnx(arch: str, images, labels, workdir: Path) -> tuple[Path, dict[str, str]]:
+    """An untrained model of preset `arch` (fixed seed; speed does not depend on the weights'
+    values) exported to ONNX as the pipeline does, with a drift reference profile of the given
+    rows; and its metadata (for quantising it the same way)."""
+    from sign_mlops.contract.drift import build_profile, profile_json
+    from sign_mlops.sign_model import export
+    from sign_mlops.sign_model.evaluate import predict_probabilities
+    from sign_mlops.sign_model.handedness import build_hand_detector, with_hand_detector
+    from sign_mlops.sign_model.model import build_model
+    from sign_mlops.sign_model.train import set_seeds
+
+    classifier, detector = preset_architectures()[arch]
+    set_seeds(0)
+    model = build_model(classifier, 0.3)
+    if detector:
+        model = with_hand_detector(build_hand_detector(detector), model)
+    probs = predict_probabilities(model, images)
+    meta = export.model_metadata(None, None, {"reference_profile": profile_json(
+        build_profile(images, labels, confidences=probs.max(axis=1)))})
+    return export.keras_to_onnx(model, workdir / f"{arch}.onnx", meta), meta

@@ -36,17 +36,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import REAL_TRAIN, print_table  # noqa: E402
+from benchmarks.common import REAL_TRAIN, build_untrained_onnx, preset_architectures, print_table  # noqa: E402
 
 TEST_ROWS = 7172  # Kaggle's sign_mnist_test.csv
 CALIBRATION_ROWS = 1024
 PROFILE_ROWS = 4096
 OLD_REPEATS = 3
-
-
-def _architectures() -> dict[str, tuple[str, int]]:
-    """name -> (classifier architecture, hand detector width; 0 = none), as train_config's presets."""
-    return {"lite": ("bn_cnn16_late", 4), "default": ("bn_cnn", 16), "seed": ("seed_cnn", 0)}
 
 
 def load_rows():
@@ -64,22 +59,9 @@ def load_rows():
 
 def build_pair(arch: str, images: np.ndarray, labels: np.ndarray, workdir: Path) -> tuple[Path, Path]:
     """An untrained model of `arch` exported to ONNX and quantised as the pipeline does."""
-    from sign_mlops.contract.drift import build_profile, profile_json
     from sign_mlops.sign_model import export
-    from sign_mlops.sign_model.evaluate import predict_probabilities
-    from sign_mlops.sign_model.handedness import build_hand_detector, with_hand_detector
-    from sign_mlops.sign_model.model import build_model
-    from sign_mlops.sign_model.train import set_seeds
 
-    classifier, detector = _architectures()[arch]
-    set_seeds(0)
-    model = build_model(classifier, 0.3)
-    if detector:
-        model = with_hand_detector(build_hand_detector(detector), model)
-    probs = predict_probabilities(model, images)
-    meta = export.model_metadata(None, None, {"reference_profile": profile_json(
-        build_profile(images, labels, confidences=probs.max(axis=1)))})
-    fp32 = export.keras_to_onnx(model, workdir / f"{arch}.onnx", meta)
+    fp32, meta = build_untrained_onnx(arch, images, labels, workdir)
     int8 = export.quantize_int8(fp32, workdir / f"{arch}.int8.onnx", images[:CALIBRATION_ROWS], meta)
     return fp32, int8
 
@@ -147,7 +129,7 @@ def _row(model: str, procedure: str, runs: int, seconds: list[float], speedups: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", action="append", choices=sorted(_architectures()),
+    parser.add_argument("--arch", action="append", choices=sorted(preset_architectures()),
                         help="model(s) to build untrained (default: lite and seed, ~10 min on 2 cores)")
     parser.add_argument("--model", type=Path, help="a folder with model.onnx and model.int8.onnx instead")
     parser.add_argument("--repeats", type=int, default=10, help="decisions per procedure and model")

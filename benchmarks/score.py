@@ -1,17 +1,26 @@
-"""Benchmark: end-to-end batch scoring (CSV in -> CSV out), rows/s and peak RSS, one table.
+"""Benchmark: end-to-end batch scoring (CSV in -> CSV out), whole processes.
 
-Variants, each in its own process on the same input and the same registered model:
-  this scorer fp32 / INT8, Keras `predict` + pandas (chunked), and `mlflow models predict`.
-Inputs: (a) the real training file from ../shared (or a synthetic file of the same size),
-(b) a generated file of --big-rows rows (default 1,000,000).
+Default: `sign-mlops score` against the script a user would write (pandas read_csv, onnxruntime
+in batches of 256, predictions CSV out: NAIVE below) on the same CSV -- the 27,455-row real
+Kaggle training file from ../shared decompressed to a temporary .csv (synthetic of the same size
+otherwise) -- for untrained ONNX models of the `default` and `lite` presets, built and exported
+as the pipeline does (benchmarks/common.build_untrained_onnx; speed does not depend on the
+weights' values). --repeats pairs per model, the order alternating within pairs (scorer first in
+even pairs); medians, the spread (min-max) and the ratio, with the load average before and after.
 
-    python benchmarks/score.py [--big-rows 1000000] [--skip-mlflow-big]
+--others: the older table instead -- this scorer fp32 / INT8, Keras `predict` + pandas (chunked)
+and `mlflow models predict`, on (a) the same file and (b) a generated file of --big-rows rows.
+
+    python benchmarks/score.py [--repeats 7] [--arch default --arch lite]
+    python benchmarks/score.py --others [--big-rows 1000000] [--skip-mlflow-big]   # ~7 min
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,8 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import print_table, real_or_synthetic_csv  # noqa: E402
+from benchmarks.common import build_untrained_onnx, preset_architectures, print_table, real_or_synthetic_csv  # noqa: E402
 
+PROFILE_ROWS = 4096  # rows of the drift reference profile, as benchmarks/int8_gate.py
 CHILD_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
 
 
@@ -126,12 +136,92 @@ def count_rows(path: Path) -> int:
         return sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 24), b"")) - 1
 
 
+NAIVE = """
+import sys, numpy as np, pandas as pd, onnxruntime as ort
+frame = pd.read_csv(sys.argv[1])
+pixels = frame[[f"pixel{i}" for i in range(1, 785)]].to_numpy(np.float32).reshape(-1, 28, 28, 1)
+session = ort.InferenceSession(sys.argv[2], providers=["CPUExecutionProvider"])
+name = session.get_inputs()[0].name
+probs = np.concatenate([session.run(None, {name: pixels[i:i + 256]})[0] for i in range(0, len(pixels), 256)])
+pd.DataFrame({"row": np.arange(2, len(probs) + 2), "pred": probs.argmax(1), "confidence": probs.max(1)}).to_csv(sys.argv[3], index=False)
+"""
+
+
+def run_cpu_timed(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, children included) of a command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=CHILD_ENV)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{cmd[:4]} failed:\n{done.stderr[-3000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def scorer_vs_naive(model: Path, csv_path: Path, out: Path, repeats: int, name: str) -> dict[str, list[tuple[float, float]]]:
+    """`repeats` pairs of whole-process runs, scorer first in even pairs, naive first in odd ones."""
+    cli = str(Path(sys.executable).with_name("sign-mlops"))
+    commands = {"scorer": [cli, "score", str(csv_path), "--model", str(model), "--out", str(out / "scorer"),
+                           "--overwrite"],
+                "naive": [sys.executable, "-c", NAIVE, str(csv_path), str(model), str(out / "naive.csv")]}
+    runs: dict[str, list[tuple[float, float]]] = {"scorer": [], "naive": []}
+    for i in range(repeats):
+        for which in (("scorer", "naive") if i % 2 == 0 else ("naive", "scorer")):
+            runs[which].append(run_cpu_timed(commands[which]))
+        print(f"  {name} pair {i + 1}/{repeats}: scorer {runs['scorer'][-1][0]:.2f} s, naive "
+              f"{runs['naive'][-1][0]:.2f} s, load {os.getloadavg()[0]:.1f}", flush=True)
+    return runs
+
+
+def naive_table(archs: list[str], repeats: int) -> None:
+    """The scorer CLI vs NAIVE for each preset's model; one table."""
+    from sign_mlops.sign_model.data import load_dataset
+    from sign_mlops.sign_model.quiet import quiet_tensorflow
+
+    quiet_tensorflow()
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        work = Path(tmp)
+        csv_path, what = real_or_synthetic_csv(work)
+        data = load_dataset(csv_path)
+        models = {arch: build_untrained_onnx(arch, data.images[:PROFILE_ROWS], data.labels[:PROFILE_ROWS], work)[0]
+                  for arch in archs}
+        n = count_rows(csv_path)
+        load_before, started = os.getloadavg(), time.perf_counter()
+        table = []
+        for arch, model in models.items():
+            runs = scorer_vs_naive(model, csv_path, work, repeats, arch)
+            walls = {k: [w for w, _ in v] for k, v in runs.items()}
+            cpus = {k: [c for _, c in v] for k, v in runs.items()}
+            pairs = sorted(n_ / s for s, n_ in zip(walls["scorer"], walls["naive"]))
+            for which in ("naive", "scorer"):
+                rates = sorted(n / w for w in walls[which])
+                table.append([arch, which, f"{n / statistics.median(walls[which]):,.0f}",
+                              f"{rates[0]:,.0f} - {rates[-1]:,.0f}", f"{statistics.median(cpus[which]):.2f}", ""])
+            table.append([arch, "scorer / naive", f"{statistics.median(walls['naive']) / statistics.median(walls['scorer']):.2f}x",
+                          "", f"{statistics.median(cpus['naive']) / statistics.median(cpus['scorer']):.2f}x",
+                          f"{pairs[0]:.2f} / {statistics.median(pairs):.2f} / {pairs[-1]:.2f}"])
+    print_table(f"Whole process, CSV in -> predictions CSV out: {what}, {n:,} rows; {repeats} alternating pairs per "
+                f"model; {os.cpu_count()} cores, load average {load_before[0]:.1f} / {load_before[1]:.1f} before, "
+                f"{os.getloadavg()[0]:.1f} / {os.getloadavg()[1]:.1f} after ({time.perf_counter() - started:.0f} s)",
+                ["model", "variant", "rows/s (median)", "rows/s min - max", "CPU s (median)",
+                 "pair ratios min / median / max"], table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=7, help="alternating scorer/naive pairs per model")
+    parser.add_argument("--arch", action="append", choices=sorted(preset_architectures()),
+                        help="preset model(s) to compare with the naive script (default: default and lite)")
+    parser.add_argument("--others", action="store_true",
+                        help="the older table: scorer fp32/INT8 vs Keras + pandas vs `mlflow models predict`")
     parser.add_argument("--big-rows", type=int, default=1_000_000)
     parser.add_argument("--skip-mlflow-big", action="store_true", default=True,
                         help="skip `mlflow models predict` on the big file (its JSON input alone is ~10 GB)")
     args = parser.parse_args()
+    if not args.others:
+        naive_table(args.arch or ["default", "lite"], args.repeats)
+        return
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         work = Path(tmp)
         small, what = real_or_synthetic_csv(work)

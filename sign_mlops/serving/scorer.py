@@ -1,9 +1,10 @@
 """Score Kaggle-format pixel CSVs with an ONNX model, streaming and without losing a row.
 
-Parsing runs in a reader thread while the main thread runs onnxruntime and writes results
-(pandas' C parser and onnxruntime both release the GIL), so the two overlap; the input's sha256
+Three threads per file, in chunk order: a reader thread parses, the calling thread runs
+onnxruntime (which releases the GIL), and a writer thread formats and writes the results and
+counts them behind it, so inference is never held up by reading or writing. The input's sha256
 is computed first (a hashing thread beside onnxruntime cost more than it saved). Memory stays
-flat: at most `queue_depth` parsed chunks wait at any time.
+flat: at most `queue_depth` parsed chunks and WRITE_DEPTH scored chunks wait at any time.
 
 Outputs per input file become final together (sign_mlops.serving.outputs.OutputSet, summary last):
 <stem>.predictions.csv, <stem>.rejects.csv, <stem>.summary.json. Rows in = rows scored + rows
@@ -41,6 +42,7 @@ from sign_mlops.serving.reader import Chunk, Layout, iter_chunks, read_layout
 REJECTS_HEADER = "row,reason\n"
 DEFAULT_CHUNK_ROWS = 4096
 DEFAULT_BATCH = 256  # measured: 256-1024 within noise on 2 cores; smaller batches keep latency low
+WRITE_DEPTH = 2  # scored chunks waiting for the writer thread
 
 
 class ScoringError(RuntimeError):
@@ -189,16 +191,68 @@ def predictions_frame(chunk: Chunk, probs: np.ndarray, model: LoadedModel, colum
 def score_chunks(chunks: Iterator[Chunk], model: LoadedModel, predictions: IO[str], rejects: IO[str],
                  totals: Totals, columns: list[str], batch_size: int = DEFAULT_BATCH,
                  on_progress: Callable[[int, int], None] | None = None) -> None:
-    """Score parsed chunks, appending prediction rows and reject rows (no headers)."""
+    """Score parsed chunks, appending prediction rows and reject rows (no headers): onnxruntime
+    here, formatting, writing and counting in a writer thread behind it, in chunk order. Returns
+    when every chunk is written; the first error of either thread is raised here."""
     labels = np.array(model.labels)
-    for chunk in chunks:
-        probs = _predict(model, chunk.pixels, batch_size)
+
+    def write(chunk: Chunk, probs: np.ndarray) -> None:
         predictions_frame(chunk, probs, model, columns).to_csv(predictions, index=False, header=False,
                                                                float_format="%.6f", quoting=_quoting(chunk))
-        pd.DataFrame(chunk.rejects, columns=["row", "reason"]).to_csv(rejects, index=False, header=False)
+        if chunk.rejects:
+            pd.DataFrame(chunk.rejects, columns=["row", "reason"]).to_csv(rejects, index=False, header=False)
         totals.update(chunk, probs, labels)
-        if on_progress:
-            on_progress(chunk.rows_in, chunk.bytes_read)
+
+    with _Behind(write, WRITE_DEPTH) as writer:
+        for chunk in chunks:
+            writer.put(chunk, _predict(model, chunk.pixels, batch_size))
+            if on_progress:
+                on_progress(chunk.rows_in, chunk.bytes_read)
+
+
+class _Behind:
+    """Runs `work(*item)` for each put item, in order, in one thread behind the caller. The
+    first error it meets is raised in the caller (at the next put, or on leaving the `with`);
+    after one, later items are skipped. Leaving the `with` normally waits for every item."""
+
+    _DONE = object()
+
+    def __init__(self, work: Callable[..., None], depth: int) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(work,), name="scorer-writer", daemon=True)
+
+    def __enter__(self) -> "_Behind":
+        self._thread.start()
+        return self
+
+    def _run(self, work: Callable[..., None]) -> None:
+        while (item := self._queue.get()) is not self._DONE:
+            if self._error is None and not self._stop.is_set():
+                try:
+                    work(*item)
+                except BaseException as exc:  # handed to the caller
+                    self._error = exc
+
+    def put(self, *item: object) -> None:
+        self._raise()
+        self._queue.put(item)
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:  # the caller failed: skip what is queued, do not wait long for the rest
+            self._stop.set()
+        try:
+            self._queue.put(self._DONE, timeout=None if kind is None else 5)
+        except queue.Full:
+            return
+        self._thread.join(timeout=None if kind is None else 5)
+        if kind is None:
+            self._raise()
 
 
 def score_file(input_path: Path, model: LoadedModel, out_dir: Path, overwrite: bool = False,
