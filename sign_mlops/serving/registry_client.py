@@ -216,6 +216,8 @@ def _open(url: str, what: str):
             if exc.code in (400, 404):
                 raise RegistryError(f"{what} not found at {url.split('/api/')[0]}; train and promote a model first "
                                     "('sign-mlops train'), or check the name and MLFLOW_TRACKING_URI.") from None
+            if exc.code in (401, 403):
+                raise RegistryError(_refused_message(what, url.split("/api/")[0], exc.code)) from None
             if exc.code < 500 or attempt == RETRIES:
                 raise RegistryError(f"cannot resolve {what}: the tracking server answered HTTP {exc.code}; "
                                     "check MLFLOW_TRACKING_URI and its credentials.") from None
@@ -227,6 +229,20 @@ def _open(url: str, what: str):
                                     "--model path/to/model.onnx.") from None
         time.sleep(2**attempt)
     raise AssertionError("unreachable")
+
+
+def _refused_message(what: str, base: str, code: int) -> str:
+    """The tracking server wants a login (401) or keeps this model from the login (403): what to do."""
+    token, user = os.environ.get("MLFLOW_TRACKING_TOKEN"), os.environ.get("MLFLOW_TRACKING_USERNAME")
+    login = "MLFLOW_TRACKING_TOKEN" if token else f"user {user}"
+    if code == 403:
+        return (f"cannot resolve {what}: the MLflow server {base} does not let {login} read it (HTTP 403); "
+                "ask an MLflow admin for READ on the model.")
+    if not _headers():
+        return (f"cannot resolve {what}: the MLflow server {base} wants a login (HTTP 401); set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN).")
+    return (f"cannot resolve {what}: the MLflow server {base} refused the login of {login} (HTTP 401); "
+            "check MLFLOW_TRACKING_PASSWORD (or the token).")
 
 
 def _get_json(url: str, what: str) -> dict:
