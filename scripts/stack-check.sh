@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end check of the production stack, for real:
-#   1. compose up -d --build, wait until every service is healthy;
+#   1. a .env with random secrets (scripts/make-env.sh), compose up -d --build, wait until every
+#      service is healthy;
 #   2. one training run (smoke preset) through the Prefect deployment of `sign-mlops serve`;
 #   3. via the MLflow API: the run, the registered models (INT8 when the champion links one) and the `champion` alias exist,
 #      and the ONNX champion downloads through the server (scored with models:/...@champion);
@@ -8,7 +9,9 @@
 #      deployment (the light scorer image), rows in = scored + rejected in the outbox summary;
 #   5. profile `scale` with 2 Dask workers: a larger file scored through the served Dask path,
 #      outputs byte-identical to the single-machine scorer's;
-#   6. down -v (unless KEEP=1).
+#   6. logins: anonymous and wrong-password requests refused by MLflow and Prefect, the read-only
+#      viewer reads but cannot move the champion (HTTP 403); every API call above uses a login;
+#   7. down -v (unless KEEP=1, which keeps the stack and its .env and prints where it is).
 # Usage: scripts/stack-check.sh [-f override.yml ...]
 #   COMPOSE="docker compose" | "docker-compose" (default: whichever is installed; both work)
 #   STACK_PROJECT (default sign-mlops-check), WAIT_S (default 900), KEEP=1 keeps the stack up.
@@ -32,9 +35,12 @@ if [ -z "${COMPOSE:-}" ]; then
 fi
 work=$(mktemp -d)
 env_file=$work/.env
-password=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
-sed -e "s/^POSTGRES_PASSWORD=.*/POSTGRES_PASSWORD=$password/" -e "s/^COMPOSE_PROJECT_NAME=.*/COMPOSE_PROJECT_NAME=$project/" \
-  .env.example > "$env_file"
+bash scripts/make-env.sh --out "$env_file" "COMPOSE_PROJECT_NAME=$project" >/dev/null
+bash scripts/check-env.sh "$env_file"
+setting() { sed -n "s/^$1=//p" "$env_file" | tail -1; }
+service_login="$(setting MLFLOW_SERVICE_USER):$(setting MLFLOW_SERVICE_PASSWORD)"
+viewer_login="$(setting MLFLOW_VIEWER_USER):$(setting MLFLOW_VIEWER_PASSWORD)"
+prefect_login="$(setting PREFECT_AUTH_USER):$(setting PREFECT_AUTH_PASSWORD)"
 profile=()
 compose_file=docker-compose.yml
 if [ ${#overrides[@]} -gt 0 ] && grep -qs "network_mode: host" "${overrides[@]/#-f/}"; then
@@ -49,7 +55,19 @@ fail() { printf '\nSTACK CHECK FAILED: %s\n' "$*" >&2; exit 1; }
 dc() { $COMPOSE --env-file "$env_file" -p "$project" --project-directory . -f "$compose_file" "${overrides[@]}" "${profile[@]}" "$@"; }
 in_service() { dc exec -T "$1" sh -c "$2"; }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
-mlflow_api() { curl -sf --max-time 30 "http://127.0.0.1:5000/api/2.0/mlflow/$1"; }
+mlflow_api() { curl -sf --max-time 30 -u "$service_login" "http://127.0.0.1:5000/api/2.0/mlflow/$1"; }
+http_status() {  # login ('' for none), method, url, [json body] -> the HTTP status code
+  local login=$1 method=$2 url=$3 body=${4:-}
+  curl -s -o /dev/null -w '%{http_code}' --max-time 30 ${login:+-u "$login"} -X "$method" \
+    -H 'Content-Type: application/json' ${body:+-d "$body"} "$url"
+}
+expect_status() {  # expected, what, login, method, url, [body]
+  local expected=$1 what=$2; shift 2
+  local got
+  got=$(http_status "$@")
+  [ "$got" = "$expected" ] || fail "$what: expected HTTP $expected, got $got"
+  echo "  $what: HTTP $got"
+}
 
 teardown() {
   local code=$?
@@ -57,8 +75,10 @@ teardown() {
     say "teardown: down -v"
     profile=(--profile scale)
     dc down -v --remove-orphans >/dev/null 2>&1 || echo "teardown failed; run: $COMPOSE -p $project down -v" >&2
+    rm -rf "$work"
+  else
+    echo "KEEP=1: the stack is up; its settings and logins are in $env_file (MLflow viewer: $viewer_login)"
   fi
-  rm -rf "$work"
   [ $code -eq 0 ] && printf '\nSTACK CHECK PASSED in %ss\n' "$SECONDS"
   exit $code
 }
@@ -100,7 +120,10 @@ done
 
 say "build and start the stack"
 build_start=$SECONDS
-dc up -d --build
+dc up -d --build || {
+  dc logs --tail 5 secrets-check mlflow-init >&2 || true
+  fail "compose up failed; the lines above say why when a secret or the MLflow users were refused"
+}
 echo "  up --build took $((SECONDS - build_start)) s"
 wait_healthy postgres mlflow prefect trainer scorer
 healthy_at=$SECONDS
@@ -110,7 +133,7 @@ run_deployment trainer sign-mnist-training/scheduled-retraining preset=smoke for
 
 say "check the run, the registered models and the champion via the MLflow API"
 experiment=$(mlflow_api "experiments/get-by-name?experiment_name=sign-language-mnist" | json 'd["experiment"]["experiment_id"]')
-runs=$(curl -sf -X POST -H 'Content-Type: application/json' -d "{\"experiment_ids\": [\"$experiment\"]}" \
+runs=$(curl -sf -u "$service_login" -X POST -H 'Content-Type: application/json' -d "{\"experiment_ids\": [\"$experiment\"]}" \
   http://127.0.0.1:5000/api/2.0/mlflow/runs/search | json 'len(d.get("runs", []))')
 [ "$runs" -ge 1 ] || fail "no MLflow run in experiment $experiment"
 for model in sign-mnist-keras sign-mnist-onnx; do
@@ -125,6 +148,21 @@ if [ -n "$int8" ]; then
     || fail "champion links sign-mnist-onnx-int8 v$int8, which is missing"
 fi
 echo "  $runs run(s), champion = sign-mnist-onnx v$champion, INT8 ${int8:+v$int8}${int8:-not registered (did not pay)}"
+
+say "logins: who may do what"
+mlflow=http://127.0.0.1:5000/api/2.0/mlflow
+search="{\"experiment_ids\": [\"$experiment\"]}"
+move="{\"name\": \"sign-mnist-onnx\", \"alias\": \"champion\", \"version\": \"$champion\"}"
+expect_status 401 "MLflow, anonymous search of runs" "" POST "$mlflow/runs/search" "$search"
+expect_status 401 "MLflow, wrong password" "${viewer_login%%:*}:wrong-password" POST "$mlflow/runs/search" "$search"
+expect_status 200 "MLflow, viewer searches runs" "$viewer_login" POST "$mlflow/runs/search" "$search"
+expect_status 401 "MLflow, anonymous moves the champion" "" POST "$mlflow/registered-models/alias" "$move"
+expect_status 403 "MLflow, viewer moves the champion" "$viewer_login" POST "$mlflow/registered-models/alias" "$move"
+expect_status 200 "MLflow, service account moves the champion (onto the same version)" "$service_login" POST \
+  "$mlflow/registered-models/alias" "$move"
+expect_status 401 "Prefect, anonymous reads flow runs" "" POST http://127.0.0.1:4200/api/flow_runs/filter '{}'
+expect_status 401 "Prefect, wrong auth string" "${prefect_login%%:*}:wrong" POST http://127.0.0.1:4200/api/flow_runs/filter '{}'
+expect_status 200 "Prefect, with the auth string" "$prefect_login" POST http://127.0.0.1:4200/api/flow_runs/filter '{}'
 
 say "inbox: a labelled CSV through the inbox deployment"
 in_service scorer 'set -e; sign-mlops data synth --out /tmp/synth --train-rows 48 --test-rows 600 --seed 5 >/dev/null
