@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # One PostgreSQL role per service, owning its own databases only: `mlflow` owns MLFLOW_DB (runs,
 # registry) and MLFLOW_AUTH_DB (MLflow's users and permissions), `prefect` owns PREFECT_DB; no
-# one else may connect to them (CONNECT revoked from PUBLIC). The superuser POSTGRES_USER is used
-# by nothing but this script.
+# one else may connect to them, nor to the maintenance database `postgres` (CONNECT revoked from
+# PUBLIC). The superuser POSTGRES_USER is used by nothing but this script.
 # Runs on the first start of the PostgreSQL volume (docker-entrypoint-initdb.d). Idempotent: run
-# it again after changing a role's password in .env, or on a volume that predates it:
+# it again after changing a role's password in .env:
 #   docker compose exec postgres bash /docker-entrypoint-initdb.d/10-databases.sh
 set -euo pipefail
 
@@ -27,5 +27,7 @@ SQL
   echo "postgres-init: role $role owns $*"
 }
 
+# nor may the service roles connect to the maintenance database (only the superuser needs it)
+psql -v ON_ERROR_STOP=1 -q --username "$POSTGRES_USER" --dbname postgres -c "REVOKE CONNECT ON DATABASE postgres FROM PUBLIC"
 own_databases "$MLFLOW_DB_USER" "$MLFLOW_DB_PASSWORD" "$MLFLOW_DB" "$MLFLOW_AUTH_DB"
 own_databases "$PREFECT_DB_USER" "$PREFECT_DB_PASSWORD" "$PREFECT_DB"
