@@ -5,8 +5,8 @@ low-confidence. Label smoothing (0.1) trains the models to answer about 0.9 at m
 under-confident on clean images. Temperature scaling (softmax(logits / T), one number fitted by
 log-loss) would make the probabilities honest; this measures what that costs the low-confidence flag.
 
-Models: ONNX files trained on the fit part only (keep them with PARETO_KEEP, see
-research/model_pareto.py). Data: the Pareto study's grouped holdout of the real Kaggle file, split
+Models: ONNX files trained on the fit part only (a sweep trial's
+outputs/runs/<run id>/onnx/model.onnx, docs/research/pareto.md). Data: the Pareto study's grouped holdout of the real Kaggle file, split
 by source photo into two halves; T is fitted on one half and measured on the other, both ways. The
 log-probabilities the model outputs stand in for its logits (softmax(log p / T) = softmax(z / T)).
 Rows: T = 1 (as trained), T fitted on clean images, T fitted on clean plus every moderate shift of
@@ -14,7 +14,7 @@ the robustness suite; measured on the other half's clean images and on its shift
 kind, pooled). ECE: expected calibration error of the top probability, 15 equal-width bins
 (sign_mlops.sign_model.evaluate.calibration_error, logged by every run as test/calibration_error).
 
-    PARETO_KEEP=/tmp/keep .venv/bin/python research/model_pareto.py --candidates bn_cnn/camera+hands:1
+    sign-mlops sweep research/sweeps/pareto.yaml --train FIT.csv --test HOLDOUT.csv   # docs/research/pareto.md
     .venv/bin/python research/calibration.py /tmp/keep/bn_cnn-camera+hands-0.onnx
 """
 
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import print_table  # noqa: E402
-from research.model_pareto import kept_model_paths, load_holdout  # noqa: E402  (the same holdout as the Pareto study)
+from research.holdout import kept_model_paths, load_holdout  # noqa: E402  (the same holdout as the Pareto study)
 
 
 def with_temperature(log_probs: np.ndarray, temperature: float) -> np.ndarray:

@@ -1,10 +1,10 @@
 """Architecture and recipe screen on a GPU, in PyTorch: many candidates x 3 seeds in minutes.
 
-The product trains with Keras on the CPU (`research/model_pareto.py` measures that, and its
+The product trains with Keras on the CPU (the Pareto sweep, research/sweeps/pareto.yaml, measures that, and its
 numbers are the ones the README decides on). Two CPU cores allow about five trainings an hour,
 too few to screen architectures and recipes over three seeds, so this script re-implements the
 same training recipe in PyTorch and runs it on a lent GPU, several trainings at once:
-- the same grouped split as `model_pareto.py` (fit part / 20 % grouped holdout) and the same
+- the same grouped split as the Pareto sweep (research/holdout.py) (fit part / 20 % grouped holdout) and the same
   grouped validation split per seed (`sign_mlops.sign_model.split.grouped_split`), taken from a data pack;
 - the same augmentation: rotation 10 deg, shift 12 %, zoom 12 %, contrast 0.3, then one camera
   shift on a share of the images plus occlusion, a third of it for the last 30 % of the epochs
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def build_pack(path: Path) -> None:
     sys.path.insert(0, str(ROOT))
     from benchmarks.common import real_or_synthetic_dataset
-    from research.model_pareto import holdout_split
+    from research.holdout import holdout_split
     from sign_mlops.sign_model.robustness import GATE_SEVERITY, KINDS, perturb, stress_rows
     from sign_mlops.sign_model.split import grouped_split, near_copy_groups
     from sign_mlops.sign_model.train import to_indices

@@ -4,7 +4,7 @@
     .venv/bin/python research/hand_detector.py --seeds 1 --width 8
 
 Data: the real Kaggle training file (../shared) minus the same 20 % grouped holdout as
-research/model_pareto.py; synthetic data when ../shared is absent (its glyphs have no clear
+research/holdout.py; synthetic data when ../shared is absent (its glyphs have no clear
 hand, so expect the detector to fail its check there). For each seed the detector is trained
 exactly as `train_model` trains it (sign_mlops.sign_model.handedness.train_hand_detector, grouped validation
 split of the fit part), then the table shows, on the holdout: its validation check, the share of
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import print_table, real_or_synthetic_dataset  # noqa: E402
-from research.model_pareto import holdout_split  # noqa: E402  (the same holdout as the Pareto study)
+from research.holdout import holdout_split  # noqa: E402  (the same holdout as the Pareto study)
 
 SHIFTS = ("gaussian_noise", "salt_pepper", "blur", "darker", "contrast", "rotation", "zoom", "occlusion", "background")
 

@@ -13,9 +13,9 @@ hands), the robustness suite's moderate mean and worst kind, onnxruntime images/
 
 Data: the Pareto study's grouped holdout of the real Kaggle training file (synthetic when
 ../shared is absent); calibration rows from its fit part, as the study draws them. Models: ONNX
-files trained on the fit part only (PARETO_KEEP, see research/model_pareto.py).
+files trained on the fit part only (a sweep trial's outputs/runs/<run id>/onnx/model.onnx).
 
-    PARETO_KEEP=/tmp/keep .venv/bin/python research/model_pareto.py --candidates bn_cnn16_late/camera+hands4:1
+    sign-mlops sweep research/sweeps/pareto.yaml --train FIT.csv --test HOLDOUT.csv   # docs/research/pareto.md
     .venv/bin/python research/int8_hands.py /tmp/keep/bn_cnn16_late-camera+hands4-0.onnx
 """
 
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import print_table, real_or_synthetic_csv  # noqa: E402
-from research.model_pareto import Holdout, holdout_split, kept_model_paths  # noqa: E402
+from research.holdout import Holdout, holdout_split, kept_model_paths  # noqa: E402
 
 
 def images_per_second(path: Path, images: np.ndarray, batch_size: int = 256, repeats: int = 2) -> float:
@@ -52,7 +52,7 @@ def images_per_second(path: Path, images: np.ndarray, batch_size: int = 256, rep
 
 
 def holdout_and_calibration(csv_path: Path, source: str) -> tuple[Holdout, np.ndarray]:
-    """The study's grouped holdout, and 1,024 rows of its fit part drawn as model_pareto.run_trial
+    """The study's grouped holdout, and 1,024 rows of its fit part drawn as the retired model_pareto.run_trial did
     draws them, from one reading of the file."""
     from sign_mlops.sign_model.data import load_dataset
 

@@ -15,10 +15,10 @@ disks, a checkerboard, shear, the lighting gradient, additive exposure...) stay 
 to show whether training for one make carries over to the kind.
 
 Data: the Pareto study's grouped holdout of the real Kaggle training file (synthetic data when
-../shared is absent). Models: ONNX files trained on the fit part only (PARETO_KEEP, see
-research/model_pareto.py).
+../shared is absent). Models: ONNX files trained on the fit part only (a sweep trial's
+outputs/runs/<run id>/onnx/model.onnx, docs/research/pareto.md).
 
-    PARETO_KEEP=/tmp/keep .venv/bin/python research/model_pareto.py --candidates bn_cnn16_late/camera+hands4:1
+    sign-mlops sweep research/sweeps/pareto.yaml --train FIT.csv --test HOLDOUT.csv   # docs/research/pareto.md
     .venv/bin/python research/shift_variants.py /tmp/keep/bn_cnn16_late-camera+hands4-0.onnx
 """
 
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import print_table  # noqa: E402
-from research.model_pareto import kept_model_paths, load_holdout  # noqa: E402  (the same holdout as the Pareto study)
+from research.holdout import kept_model_paths, load_holdout  # noqa: E402  (the same holdout as the Pareto study)
 
 Variant = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 

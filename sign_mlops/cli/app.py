@@ -279,6 +279,64 @@ def train(
         raise typer.Exit(EXIT_NOT_PROMOTED)
 
 
+@app.command("sweep")
+@with_gate_policy
+def sweep(
+    spec: Annotated[Path, typer.Argument(help="Sweep file (YAML): presets, space, method, trials, seeds, rank_by (docs/sweeps.md).")],
+    train_csv: Annotated[Optional[Path], typer.Option("--train", help="Training CSV (default: data/sign_mnist_train.csv, else synthetic data).")] = None,
+    test_csv: Annotated[Optional[Path], typer.Option("--test", help="Test CSV (default: data/sign_mnist_test.csv).")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Trials trained at once on a local Dask cluster (one process each).")] = 2,
+    dask_address: Annotated[Optional[str], typer.Option(help="Train the trials on an existing Dask cluster, e.g. tcp://scheduler:8786.",
+                                                        envvar="SIGN_MLOPS_DASK_ADDRESS")] = None,
+    threads: Annotated[int, typer.Option(min=0, max=1024, help="TensorFlow threads per trial (0 = cores // workers).")] = 0,
+    resume: Annotated[Optional[str], typer.Option(help="Parent run id of a sweep to finish: its finished trials are not trained again.")] = None,
+    promote_best: Annotated[bool, typer.Option(help="Register the best trial and send it through the promotion gate.")] = False,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment of the sweep's runs.")] = "sign-language-mnist-sweeps",
+    policy: GatePolicy = GatePolicy(),
+) -> None:
+    """Train many configurations in parallel and compare them: one MLflow parent run with a child
+    run per trial, a ranked table and a Pareto plot. Nothing is registered unless --promote-best.
+
+    Exit 0 when the sweep finished (failed trials are listed), 1 when every trial failed or the
+    tracking store cannot be reached, 2 for a bad sweep file or option, 3 when --promote-best
+    was refused by the gate."""
+    if not spec.is_file():
+        _fail(f"sweep file {spec}: {'is a folder' if spec.is_dir() else 'no such file'}; pass a YAML file "
+              "(docs/sweeps.md shows one).", 2)
+    _require("train", "sweep")
+    from sign_mlops.sign_model import tracking
+    from sign_mlops.sign_model.sweep import SweepError, load_spec
+
+    try:
+        load_spec(spec)  # a bad file is a usage error, before any cluster starts
+        tracking.configure(experiment)
+    except SweepError as exc:
+        _fail(str(exc), 2)
+    except tracking.TrackingUnavailable as exc:
+        _fail(str(exc))
+    from sign_mlops.flows.logs import prefect_console_without_tracebacks
+    from sign_mlops.sign_model.quiet import quiet_tensorflow
+
+    quiet_tensorflow(_options["verbose"])
+    if not _options["debug"]:
+        prefect_console_without_tracebacks()
+    from sign_mlops.flows import final_result
+    from sign_mlops.flows.sweep import SweepResult, sweep_flow
+
+    try:
+        state = sweep_flow(str(spec), str(train_csv) if train_csv else None, str(test_csv) if test_csv else None,
+                           workers, dask_address, threads, resume, promote_best, policy, experiment, return_state=True)
+        result = final_result(state)
+    except (SweepError, FileNotFoundError, tracking.TrackingUnavailable, ValueError, ConnectionError) as exc:
+        _fail(str(exc), 2 if isinstance(exc, SweepError) else 1)
+    assert isinstance(result, SweepResult)
+    render.sweep_result(out, result)
+    if state.is_failed():
+        raise typer.Exit(1)
+    if result.promotion is not None and not result.promotion.promoted:
+        raise typer.Exit(EXIT_NOT_PROMOTED)
+
+
 @app.command("register")
 @with_gate_policy
 def register(

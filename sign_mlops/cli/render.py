@@ -18,6 +18,7 @@ from sign_mlops.contract.summary import ScoreSummary
 from sign_mlops.sign_model.results import Promotion, TrainingResult, result_rows
 
 if TYPE_CHECKING:  # registry imports MLflow; the CLI must start without it (scoring-only install)
+    from sign_mlops.flows.sweep import SweepResult
     from sign_mlops.sign_model.compare import Comparison
     from sign_mlops.sign_model.registry import VersionRow
 
@@ -170,3 +171,36 @@ def comparison(out: Console, c: "Comparison", outputs: list[Path]) -> None:
     out.print("letters that differ most (A -> B): " + ("; ".join(shown) if shown else "none, every letter the same"))
     for path in outputs:
         out.print(f"  {escape(str(path))}")
+
+
+def sweep_result(out: Console, r: "SweepResult") -> None:
+    """`sign-mlops sweep`: the ranked configurations, best first, and where everything is."""
+    table = Table(title=escape(f"sweep {r.parent_run_id}: {r.trials} trials ({r.trained} trained now, "
+                               f"{r.failed} failed), best first"))
+    columns = [("rank", "rank"), ("configuration", "configuration"), ("seeds", "seeds"),
+               ("val acc.", "val_accuracy mean"), ("robust mean", "robust_mean mean"),
+               ("worst kind", "robust_worst mean"), ("M MACs", "mmacs mean"), ("rows/s", "rows_per_s mean"),
+               ("train s", "train_seconds mean")]
+    for title, _ in columns:
+        table.add_column(title, justify="left" if title == "configuration" else "right", overflow="fold")
+    for row in r.ranked:
+        cells = []
+        for _, key in columns:
+            value = row.get(key)
+            if key in ("val_accuracy mean", "robust_mean mean", "robust_worst mean"):
+                cells.append(_share(value))
+            elif isinstance(value, float):
+                cells.append(f"{value:.2f}" if key == "mmacs mean" else f"{value:,.0f}")
+            else:
+                cells.append(escape(str(value if value is not None else "-")) + (f" ({row['failed']} failed)"
+                                                                                 if key == "seeds" and row.get("failed") else ""))
+        table.add_row(*cells)
+    out.print(table)
+    out.print(f"ranked table: {escape(r.table_path)}\nPareto plot:  {escape(r.plot_path)}")
+    if r.best_run_id:
+        out.print(f"best trial: run {r.best_run_id}; to send it through the gate: sign-mlops register --from "
+                  f"{escape(r.best_run_dir)}")
+    if r.promotion is not None:
+        out.print(("PROMOTED" if r.promotion.promoted else "not promoted") + f" v{r.promotion.version}")
+        for reason in r.promotion.reasons:
+            out.print(f"  {escape(reason)}")

@@ -30,3 +30,17 @@ def rename_flow_run(name: str):
     with get_client(sync_client=True) as client:
         client.update_flow_run(flow_run.id, name=name)
     return flow_run.id
+
+
+def api_url_for_workers() -> str | None:
+    """The Prefect API this process reports to, for Dask worker processes to report to the same
+    one: PREFECT_API_URL, or the temporary server Prefect started here when none is set (without
+    it every worker would start a temporary server of its own and report its task runs there)."""
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return str(PREFECT_API_URL.value())
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer._instances.get(None)
+    return server.api_url if server is not None and server.running else None
