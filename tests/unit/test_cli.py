@@ -139,6 +139,13 @@ BAD_ARGUMENTS = [
     (["score-inbox", "--inbox", "{tmp}/a.csv"], 2, "is a file"),
     (["score-inbox", "--settle-seconds", "-1"], 2, "--settle-seconds"),
     (["serve", "--only", "nothing"], 2, "--only"),
+    (["models", "--limit", "0"], 2, "--limit"),
+    (["compare", "champion", "challenger", "--data", "{tmp}/none.csv"], 2, "no such file"),
+    (["compare", "champion", "challenger", "--data", "{tmp}/a.csv", "--pairs", "0"], 2, "--pairs"),
+    (["promote", "--version", "3"], 2, "--why"),
+    (["sweep", "{tmp}/none.yaml"], 2, "no such file"),
+    (["sweep", "{tmp}/a.csv"], 2, "a.csv"),  # not a sweep file: one line naming it
+    (["sweep", "{tmp}/a.csv", "--workers", "0"], 2, "--workers"),
 ]
 
 
