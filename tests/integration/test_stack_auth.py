@@ -331,3 +331,25 @@ def test_prefect_client_without_the_auth_string_is_refused(servers, tmp_path):
     env = _clean_env(PREFECT_API_URL=servers["prefect"], PREFECT_HOME=str(tmp_path / "prefect-home"))
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "401" in done.stdout + done.stderr
+
+
+# ---------------------------------------------------------------- the trainer (last: it makes a new champion)
+
+
+def test_training_with_the_service_login_registers_and_promotes(servers, champion, synthetic_files, tmp_path):
+    """`sign-mlops train` as the trainer service runs it: the service account's grants (EDIT on the
+    experiment, MANAGE on the models made by mlflow_init.py) are enough for a whole run."""
+    home = tmp_path / "home"
+    (home / "data").mkdir(parents=True)
+    shutil.copy(synthetic_files[0], home / "data" / "sign_mnist_train.csv")
+    shutil.copy(synthetic_files[1], home / "data" / "sign_mnist_test.csv")
+    env = _clean_env(MLFLOW_TRACKING_URI=servers["mlflow"], PREFECT_API_URL=servers["prefect"],
+                     PREFECT_API_AUTH_STRING=PREFECT_AUTH, MLFLOW_TRACKING_USERNAME=LOGINS["service"][0],
+                     MLFLOW_TRACKING_PASSWORD=LOGINS["service"][1], SIGN_MLOPS_HOME=str(home),
+                     PREFECT_HOME=str(tmp_path / "client-prefect-home"), TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([str(BIN / "sign-mlops"), "train", "--preset", "smoke", "--accuracy-floor", "0.3"],
+                          env=env, cwd=home, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    alias = _mlflow(servers, "GET", "registered-models/alias", LOGINS["viewer"],
+                    params={"name": MODEL, "alias": "champion"})
+    assert alias.status_code == 200 and int(alias.json()["model_version"]["version"]) > int(champion["version"])
