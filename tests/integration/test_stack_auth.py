@@ -326,6 +326,50 @@ def test_cli_flows_and_serve_send_both_logins(servers, champion, synthetic_files
             proc.wait()
 
 
+def test_dask_workers_score_for_an_authenticated_flow(servers, champion, synthetic_files, tmp_path):
+    """As in the stack's `scale` profile: the workers get the MLflow service login only; their
+    Prefect task runs reach the server with the settings (auth string included) that the
+    scorer's flow hands them."""
+    pytest.importorskip("prefect_dask")
+    port = _free_port()
+    service = {"MLFLOW_TRACKING_USERNAME": LOGINS["service"][0], "MLFLOW_TRACKING_PASSWORD": LOGINS["service"][1]}
+    worker_env = _clean_env(MLFLOW_TRACKING_URI=servers["mlflow"], SIGN_MLOPS_HOME=str(tmp_path / "home"), **service)
+    log = open(tmp_path / "dask.log", "w")
+    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--dashboard-address", "127.0.0.1:0"], env=worker_env, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)]
+    procs.append(subprocess.Popen([str(BIN / "dask"), "worker", f"tcp://127.0.0.1:{port}", "--nworkers", "1",
+                                   "--nthreads", "1", "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0",
+                                   "--local-directory", str(tmp_path / "dask-scratch")], env=worker_env,
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+    try:
+        home = tmp_path / "home"
+        inbox = home / "inbox"
+        inbox.mkdir(parents=True)
+        shutil.copy(synthetic_files[1], inbox / "batch.csv")
+        env = _clean_env(MLFLOW_TRACKING_URI=servers["mlflow"], PREFECT_API_URL=servers["prefect"],
+                         PREFECT_API_AUTH_STRING=PREFECT_AUTH, SIGN_MLOPS_HOME=str(home),
+                         PREFECT_HOME=str(tmp_path / "client-prefect-home"), **service)
+        done = subprocess.run([str(BIN / "sign-mlops"), "score-inbox", "--inbox", str(inbox), "--outbox",
+                               str(home / "outbox"), "--settle-seconds", "0", "--dask-address",
+                               f"tcp://127.0.0.1:{port}"], env=env, cwd=home, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:] + (tmp_path / "dask.log").read_text()[-2000:]
+        assert list((home / "outbox").glob("batch-*/batch.summary.json"))
+        headers = _basic(PREFECT_AUTH)
+        runs = httpx.post(f"{servers['prefect']}/flow_runs/filter", headers=headers, timeout=10, json={
+            "flows": {"name": {"any_": ["sign-mnist-inbox-scoring-dask"]}}}).json()
+        assert runs and runs[0]["state_type"] == "COMPLETED"
+        deadline, task_runs = time.time() + 60, []
+        while time.time() < deadline and not task_runs:  # the workers' task runs arrive as events
+            task_runs = httpx.post(f"{servers['prefect']}/task_runs/filter", headers=headers, timeout=10, json={
+                "flow_runs": {"id": {"any_": [r["id"] for r in runs]}}}).json()
+            time.sleep(2)
+        assert task_runs and all(t["state_type"] == "COMPLETED" for t in task_runs), task_runs
+    finally:
+        _stop(procs)
+
+
 def test_prefect_client_without_the_auth_string_is_refused(servers, tmp_path):
     script = ("from prefect import flow\n@flow\ndef hello():\n    return 1\nhello()\n")
     env = _clean_env(PREFECT_API_URL=servers["prefect"], PREFECT_HOME=str(tmp_path / "prefect-home"))
