@@ -133,7 +133,7 @@ class TrialResult:
 
 def load_spec(path: Path) -> SweepSpec:
     """Read and check a sweep file; SweepError names the file, the key and what to do."""
-    import yaml  # type: ignore[import-untyped]  # PyYAML ships no stubs
+    import yaml  # type: ignore[import-untyped, unused-ignore]  # PyYAML ships no stubs
 
     try:
         raw = yaml.safe_load(Path(path).read_text())

@@ -71,6 +71,21 @@ _REASONS = (
 )
 
 
+def _login_refused(text: str) -> str | None:
+    """'401' or '403' when the server refused the login (not, e.g., MLflow's 403 for a Host header it
+    does not allow, which is a server setting); None otherwise."""
+    code = re.search(r"(?:error code|HTTP|status code)[ :]*(40[13])\b", text) or re.search(
+        r"\b(UNAUTHENTICATED|PERMISSION_DENIED|Unauthorized)\b", text)
+    if code is None:
+        return None
+    value = code[1]
+    if value in ("401", "UNAUTHENTICATED", "Unauthorized"):
+        return "401"
+    if value == "PERMISSION_DENIED" or re.search(r"permission|not authori[sz]ed", text, re.IGNORECASE):
+        return "403"
+    return None
+
+
 def short_reason(exc: BaseException) -> str:
     """A tracking error in a few words ("connection refused", "HTTP 403"), never its raw text."""
     text = str(exc)
@@ -89,6 +104,15 @@ def shown_uri(uri: str) -> str:
 
 def unreachable_message(uri: str, exc: BaseException) -> str:
     """One line: what (server not reachable and why), where (URI), what to do."""
+    refused = _login_refused(str(exc))
+    if refused and uri.startswith(("http://", "https://")):
+        who = (f"user {os.environ['MLFLOW_TRACKING_USERNAME']}" if os.environ.get("MLFLOW_TRACKING_USERNAME")
+               else "MLFLOW_TRACKING_TOKEN" if os.environ.get("MLFLOW_TRACKING_TOKEN") else "no login")
+        if refused == "403":
+            return (f"MLflow tracking server {shown_uri(uri)} does not let {who} do this (HTTP 403); ask an MLflow "
+                    "admin for the permission (docs/compose.md, Access).")
+        return (f"MLflow tracking server {shown_uri(uri)} refused {who} (HTTP 401); set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) to a valid login.")
     if uri.startswith(("http://", "https://")):
         retries = int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0") or 0)
         after = f" after {retries} retries" if retries else ""

@@ -59,12 +59,14 @@ def test_failure_notification_fires_on_our_failed_flow_runs(state):
 
 def test_failure_notification_fires_on_the_scoring_failed_event_we_emit(monkeypatch):
     import prefect.events
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from sign_mlops.flows.events import emit_scoring_failed
 
     emitted = []
     monkeypatch.setattr(prefect.events, "emit_event", lambda **kwargs: emitted.append(kwargs))
-    emit_scoring_failed("inbox/b.csv", "no pixel columns", {"name": "sign-mnist-onnx", "version": "3"})
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):  # a server to hear it
+        emit_scoring_failed("inbox/b.csv", "no pixel columns", {"name": "sign-mnist-onnx", "version": "3"})
     automation = _automation("notify-on-failure.yaml", "BLOCK_DOCUMENT_ID")
     assert _fires(automation.trigger, _received(emitted[0]))
     drift = _received({"event": "sign-mlops.drift.detected", "resource": {"prefect.resource.id": "sign-mlops.file.a.csv"}})

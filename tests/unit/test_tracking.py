@@ -126,3 +126,20 @@ def test_a_run_on_a_server_prints_its_link_once(mlflow_server, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("View run") == 1, done.stdout
     assert _kind("links", mlflow_server) == "custom_model_development"  # a remote experiment is marked too
+
+
+@pytest.mark.parametrize("text, code", [
+    ("API request to endpoint /api/2.0/mlflow/experiments/get-by-name failed with error code 401 != 200. "
+     "Response body: 'You are not authenticated. Please see ...'", "401"),
+    ("API request to endpoint /api/2.0/mlflow/registered-models/alias failed with error code 403 != 200. "
+     "Response body: 'Permission denied'", "403"),
+])
+def test_a_refused_login_says_which_login_and_what_to_set(monkeypatch, text, code):
+    """With logins on the stack, a 401/403 is not 'server not reachable': it names the login."""
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "viewer")
+    line = tracking.unreachable_message("http://mlflow:5000", RuntimeError(text))
+    assert f"HTTP {code}" in line and "user viewer" in line and "not reachable" not in line
+    assert ("MLFLOW_TRACKING_PASSWORD" if code == "401" else "permission") in line
+    assert "\n" not in line and len(line) < 250
+    refused = tracking.unreachable_message("http://mlflow:5000", ConnectionError("[Errno 111] Connection refused"))
+    assert "not reachable (connection refused)" in refused
