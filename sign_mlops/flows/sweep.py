@@ -3,8 +3,9 @@ child MLflow run of one parent run; the parent gets the ranked table and the Par
 
 Threads: a LocalCluster of W workers is W processes of one Dask thread each, and each trains
 with cores // W TensorFlow threads, so W parallel trials use the cores once. On an existing
-cluster (--dask-address) each worker's own `--nthreads` decides how many trials it runs at once;
-the trial uses `threads` (default: this machine's cores // workers; pass --threads to set it)."""
+cluster (--dask-address) each worker's own `--nthreads` decides how many trials it runs at once,
+and a trial trains with the worker's SIGN_MLOPS_TRIAL_THREADS (else all its cores). --threads
+overrides both."""
 
 from __future__ import annotations
 
@@ -44,10 +45,13 @@ def trial_threads(workers: int) -> int:
 
 @task(retries=1, retry_delay_seconds=2, task_run_name="trial-{trial.config.config_id}-s{trial.seed}")
 def train_trial(trial: sw.Trial, parent_run_id: str, files: DataFiles, experiment: str, sweep_name: str,
-                tracking_uri: str, runs_dir: str, threads: int) -> sw.TrialResult:
+                tracking_uri: str, runs_dir: str, threads: int, default_threads: int) -> sw.TrialResult:
     """One trial in its own child run; a failure marks that run FAILED (with why) and raises, so
-    Prefect retries it once in a new child run and the sweep then records it as failed."""
-    sw.limit_threads(threads)
+    Prefect retries it once in a new child run and the sweep then records it as failed. Threads:
+    --threads when given, else the worker's SIGN_MLOPS_TRIAL_THREADS (a cluster's operator knows
+    how many workers share a host), else what the flow computed (cores // local workers)."""
+    sw.limit_threads(threads or int(os.environ.get("SIGN_MLOPS_TRIAL_THREADS") or 0) or default_threads
+                     or trial_threads(1))
     import mlflow
 
     from sign_mlops.sign_model import tracking
@@ -104,12 +108,15 @@ def sweep_flow(spec_path: str, train: str | None = None, test: str | None = None
     logger.info("sweep %s: %d trials (%d configurations x %d seeds), %d already finished, %d to train on %s",
                 parent, len(trials), len(trials) // len(spec.seeds), len(spec.seeds), len(trials) - len(pending),
                 len(pending), dask_address or f"a LocalCluster of {workers} workers")
-    threads = threads or trial_threads(workers)
+    # --threads travels as is; without it each worker decides (its SIGN_MLOPS_TRIAL_THREADS), else
+    # cores // workers of this machine on a LocalCluster, the worker's own cores on a cluster
+    default_threads = 0 if dask_address else trial_threads(workers)
     trained = []
     if pending:
         runner = _runner(workers, dask_address)
         trained = _train_all.with_options(task_runner=runner)(pending, parent, files, experiment, spec.name, uri,
-                                                               str(pipeline.run_dir(paths, "")), threads)
+                                                               str(pipeline.run_dir(paths, "")), threads,
+                                                               default_threads)
     results = [done[t.key] for t in trials if t.key in done] + list(trained)
     return _finish(spec, parent, results, len(trials), len(trained), pipeline.run_dir(paths, parent), promote_best,
                    policy)
@@ -117,9 +124,10 @@ def sweep_flow(spec_path: str, train: str | None = None, test: str | None = None
 
 @flow(name="sign-mnist-sweep-trials")
 def _train_all(pending: list[sw.Trial], parent: str, files: DataFiles, experiment: str, name: str, uri: str,
-               runs_dir: str, threads: int) -> list[sw.TrialResult]:
+               runs_dir: str, threads: int, default_threads: int) -> list[sw.TrialResult]:
     """Every pending trial submitted at once; a trial that failed twice becomes a failed result."""
-    futures = [train_trial.submit(t, parent, files, experiment, name, uri, runs_dir, threads) for t in pending]
+    futures = [train_trial.submit(t, parent, files, experiment, name, uri, runs_dir, threads, default_threads)
+               for t in pending]
     results = []
     for trial, future in zip(pending, futures):
         state = future.wait() or future.state
