@@ -115,3 +115,17 @@ def test_the_scorer_imports_no_heavy_library_at_run_time():
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_scoring_a_file_model_does_not_import_mlflow(tmp_path, onnx_model_path):
+    """`sign-mlops score x.csv --model m.onnx` in the full install: MLflow (0.9 CPU s to import)
+    stays unimported; it is only the fallback for registry stores the light client cannot read."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from sign_mlops.flows.model_source import load_scoring_model; "
+            f"load_scoring_model({str(onnx_model_path)!r}, __import__('pathlib').Path({str(tmp_path)!r})); "
+            "print('mlflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
