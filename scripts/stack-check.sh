@@ -8,7 +8,8 @@
 #   4. a labelled CSV dropped into the inbox volume, inbox scoring triggered through its
 #      deployment (the light scorer image), rows in = scored + rejected in the outbox summary;
 #   5. profile `scale` with 2 Dask workers: a larger file scored through the served Dask path,
-#      outputs byte-identical to the single-machine scorer's;
+#      outputs byte-identical to the single-machine scorer's; then a 2-trial smoke sweep on the
+#      training workers (dask-train-scheduler): one parent and two finished child runs in MLflow;
 #   6. logins: anonymous and wrong-password requests refused by MLflow and Prefect, the read-only
 #      viewer reads but cannot move the champion (HTTP 403); every API call above uses a login;
 #   7. down -v (unless KEEP=1, which keeps the stack and its .env and prints where it is).
@@ -113,9 +114,9 @@ run_deployment() {  # service, deployment, params...
 }
 
 say "preflight: $COMPOSE, ports"
-$COMPOSE version | head -1
-for port in 5432 5000 4200 8786 8787; do
-  if ss -ltnH "sport = :$port" | grep -q .; then fail "port $port is in use on this host (stop what holds it: ss -ltnp)"; fi
+$COMPOSE version | sed -n 1p  # sed reads to the end: head would SIGPIPE compose under pipefail
+for port in 5432 5000 4200 8786 8787 8788 8789; do
+  if [ -n "$(ss -ltnH "sport = :$port")" ]; then fail "port $port is in use on this host (stop what holds it: ss -ltnp)"; fi
 done
 
 say "build and start the stack"
@@ -205,6 +206,29 @@ in_service scorer 'set -e; out=$(ls -d "$SIGN_MLOPS_OUTBOX"/big-*)
   cmp "$out/big.predictions.csv" /tmp/single/big.predictions.csv && cmp "$out/big.rejects.csv" /tmp/single/big.rejects.csv' \
   || fail "cluster outputs differ from the single-machine scorer's"
 echo "  cluster predictions and rejects are byte-identical to the single-machine scorer's"
+
+say "sweep: 2 smoke trials on the training workers (dask-train-scheduler), compared in MLflow"
+wait_healthy dask-train-scheduler dask-train-worker
+in_service trainer 'set -e; printf "name: stack-check\nmethod: grid\npresets: [smoke]\nseeds: [0, 1]\nfixed: {epochs: 1}\n" > /tmp/sweep.yaml
+  sign-mlops sweep /tmp/sweep.yaml --dask-address tcp://dask-train-scheduler:8788 > /tmp/sweep.out 2>&1 || { tail -30 /tmp/sweep.out; exit 1; }' \
+  || fail "the sweep on the training workers failed (its output is above)"
+sweeps=$(mlflow_api "experiments/get-by-name?experiment_name=sign-language-mnist-sweeps" | json 'd["experiment"]["experiment_id"]') \
+  || fail "no sweep experiment in MLflow"
+curl -sf -u "$service_login" -X POST -H 'Content-Type: application/json' -d "{\"experiment_ids\": [\"$sweeps\"]}" \
+  http://127.0.0.1:5000/api/2.0/mlflow/runs/search > "$work/sweep-runs.json" || fail "cannot search the sweep's runs"
+python3 - "$work/sweep-runs.json" <<'EOF' || fail "the sweep's runs are wrong"
+import json, sys
+runs = json.load(open(sys.argv[1]))["runs"]
+tags = lambda r: {t["key"]: t["value"] for t in r["data"].get("tags", [])}
+parents = [r for r in runs if tags(r).get("sweep") == "parent"]
+assert len(parents) == 1, f"expected one parent run, got {len(parents)}"
+parent = parents[0]["info"]["run_id"]
+children = [r for r in runs if tags(r).get("mlflow.parentRunId") == parent]
+assert len(children) == 2 and all(c["info"]["status"] == "FINISHED" for c in children), children
+assert all(any(m["key"] == "sweep/val_accuracy" for m in c["data"]["metrics"]) for c in children)
+assert parents[0]["info"]["status"] == "FINISHED" and tags(parents[0]).get("sweep_best_run")
+print(f"  parent {parent}: 2 child runs FINISHED on the training workers, best {tags(parents[0])['sweep_best_run']}")
+EOF
 
 say "images and memory"
 docker images --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E 'sign-mlops|postgres|mlflow|prefect|python' || true
