@@ -102,6 +102,9 @@ def sweep_flow(spec_path: str, train: str | None = None, test: str | None = None
         _check_resumable(resume, spec)
     else:
         pipeline.validate_step(parent, files, pipeline.run_dir(paths, parent) / "validation.json")
+    import mlflow
+
+    mlflow.MlflowClient().update_run(parent, status="RUNNING")  # until the last trial is in (_close_parent)
     trials = sw.trials_of(spec, sw.configurations(spec))
     done = _finished_trials(parent)
     pending = [t for t in trials if t.key not in done]
@@ -153,7 +156,6 @@ def _open_parent(spec: sw.SweepSpec, spec_path: str, files: DataFiles, experimen
                            "sweep/trials": spec.trials or 0})
         mlflow.log_artifact(spec_path, "sweep")
         tracking.log_json(spec.to_dict(), "sweep/spec.json")
-    mlflow.MlflowClient().update_run(run.info.run_id, status="RUNNING")  # until the last trial is in
     return run.info.run_id
 
 
