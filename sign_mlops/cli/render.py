@@ -178,7 +178,7 @@ def sweep_result(out: Console, r: "SweepResult") -> None:
     table = Table(title=escape(f"sweep {r.parent_run_id}: {r.trials} trials ({r.trained} trained now, "
                                f"{r.failed} failed), best first"))
     columns = [("rank", "rank"), ("configuration", "configuration"), ("seeds", "seeds"),
-               ("val acc.", "val_accuracy mean"), ("robust mean", "robust_mean mean"),
+               ("val acc.", "val_accuracy mean"), ("test acc.", "test_accuracy mean"), ("robust mean", "robust_mean mean"),
                ("worst kind", "robust_worst mean"), ("M MACs", "mmacs mean"), ("rows/s", "rows_per_s mean"),
                ("train s", "train_seconds mean")]
     for title, _ in columns:
@@ -187,7 +187,7 @@ def sweep_result(out: Console, r: "SweepResult") -> None:
         cells = []
         for _, key in columns:
             value = row.get(key)
-            if key in ("val_accuracy mean", "robust_mean mean", "robust_worst mean"):
+            if key in ("val_accuracy mean", "test_accuracy mean", "robust_mean mean", "robust_worst mean"):
                 cells.append(_share(value))
             elif isinstance(value, float):
                 cells.append(f"{value:.2f}" if key == "mmacs mean" else f"{value:,.0f}")
