@@ -179,7 +179,10 @@ def run_ui_url(run_id: str) -> str:
     experiment = mlflow.get_run(run_id).info.experiment_id
     uri = mlflow.get_tracking_uri()
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-    return f"{base}/#/experiments/{experiment}/runs/{run_id}"
+    # MLflow 3.17's UI opens every experiment in its GenAI view unless told otherwise (a browser-wide
+    # setting, "mlflow.workflowType", GenAI by default; the experiment's kind tag does not switch
+    # it): the query makes the link open the run in the "Model training" view.
+    return f"{base}/#/experiments/{experiment}/runs/{run_id}?workflowType=machine_learning"
 
 
 def git_commit() -> str | None:

@@ -143,3 +143,15 @@ def test_a_refused_login_says_which_login_and_what_to_set(monkeypatch, text, cod
     assert "\n" not in line and len(line) < 250
     refused = tracking.unreachable_message("http://mlflow:5000", ConnectionError("[Errno 111] Connection refused"))
     assert "not reachable (connection refused)" in refused
+
+
+def test_run_links_open_the_model_training_view(mlflow_store):
+    """Without ?workflowType=machine_learning the MLflow 3.17 UI shows a fresh browser the GenAI
+    view of every experiment (checked in headless Chromium: 'Agent versions', traces)."""
+    import mlflow
+
+    tracking.configure("links", uri=mlflow_store)
+    with mlflow.start_run() as run:
+        pass
+    url = tracking.run_ui_url(run.info.run_id)
+    assert url.endswith(f"/runs/{run.info.run_id}?workflowType=machine_learning") and "/#/experiments/" in url
