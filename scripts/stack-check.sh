@@ -186,6 +186,9 @@ echo "  models:/sign-mnist-onnx@champion downloaded (sha256 checked) and scored"
 
 say "scale profile: 2 Dask workers, inbox scoring on the cluster"
 sed -i "s|^SIGN_MLOPS_DASK_ADDRESS=.*|SIGN_MLOPS_DASK_ADDRESS=tcp://dask-scheduler:8786|" "$env_file"
+# one training worker is enough to prove the sweep path: with Docker's vfs driver each container
+# of the 3.5 GB training image is a full copy, and two of them filled a 50 GB disk here
+sed -i "s|^DASK_TRAIN_WORKERS=.*|DASK_TRAIN_WORKERS=${STACK_TRAIN_WORKERS:-1}|" "$env_file"
 profile=(--profile scale)
 dc up -d --scale dask-worker=2
 wait_healthy dask-scheduler dask-worker scorer
