@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import print_table, real_or_synthetic_dataset  # noqa: E402
-from research.holdout import load_holdout, wrong_photos  # noqa: E402
+from research.holdout import Holdout, wrong_photos  # noqa: E402
 
 SWITCH_FORCE = "force_switch"  # the extra input that replaces the detector's decision
 MARGINS = (0.0, 1.0, 2.0, 3.0)  # candidate: flip only when the logit exceeds this (P(left) > 0.5, 0.73, 0.88, 0.95)
@@ -91,11 +91,12 @@ def read(path: Path, images: np.ndarray, batch_size: int = 512) -> Reading:
         shipped, shut, switch, logits = [], [], [], []
         for i in range(0, len(x), batch_size):
             batch = x[i : i + batch_size]
-            # the detector's own decision, fed back in: the model as shipped
-            _, decided, logit = session.run(None, {image_input: batch, SWITCH_FORCE: np.zeros((len(batch), 1, 1, 1), np.float32)})
+            # switch shut: the classifier on the image as given, plus the detector's own decision ...
+            as_given, decided, logit = session.run(None, {image_input: batch, SWITCH_FORCE: np.zeros((len(batch), 1, 1, 1), np.float32)})
             decided = decided.reshape(len(batch), 1, 1, 1).astype(np.float32)
+            # ... which, fed back in, gives the model as shipped
             shipped.append(session.run(None, {image_input: batch, SWITCH_FORCE: decided})[0])
-            shut.append(session.run(None, {image_input: batch, SWITCH_FORCE: np.zeros_like(decided)})[0])
+            shut.append(as_given)
             switch.append(decided.reshape(-1))
             logits.append(logit.reshape(-1))
     check = onnx_probabilities(path, images[:512]).argmax(1)
@@ -151,9 +152,9 @@ def main() -> None:
     from sign_mlops.sign_model.train_config import PRESETS
 
     quiet_tensorflow()
-    holdout = load_holdout()
-    full, _ = real_or_synthetic_dataset()
-    fit_rows, _ = holdout_split(full.images, full.labels)
+    full, source = real_or_synthetic_dataset()  # read once: the holdout and the fit part the runs trained on
+    fit_rows, holdout_rows = holdout_split(full.images, full.labels)
+    holdout = Holdout(full.images[holdout_rows], full.labels[holdout_rows], source)
     fit_images, fit_labels = full.images[fit_rows], full.labels[fit_rows]
     true = holdout.true_index
     groups = near_copy_groups(holdout.images, holdout.labels)
