@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import print_table, real_or_synthetic_dataset  # noqa: E402
-from research.holdout import Holdout, wrong_photos  # noqa: E402
+from research.holdout import Holdout, holdout_split, wrong_photos  # noqa: E402
 
 SWITCH_FORCE = "force_switch"  # the extra input that replaces the detector's decision
 MARGINS = (0.0, 1.0, 2.0, 3.0)  # candidate: flip only when the logit exceeds this (P(left) > 0.5, 0.73, 0.88, 0.95)
@@ -146,7 +146,6 @@ def main() -> None:
     args = parser.parse_args()
     if len(args.default) != len(args.control):
         parser.error("give one control model per default model (the same seeds, in the same order)")
-    from research.holdout import holdout_split
     from sign_mlops.sign_model.quiet import quiet_tensorflow
     from sign_mlops.sign_model.split import grouped_split, near_copy_groups
     from sign_mlops.sign_model.train_config import PRESETS
